@@ -1,0 +1,9 @@
+"""nascore's own components, registered through the same hooks as any plugin."""
+
+DEFAULT_PLUGINS = (
+    "nascore.builtin.spaces",
+    "nascore.builtin.datasets",
+    "nascore.builtin.evaluators",
+    "nascore.builtin.selectors",
+    "nascore.builtin.distillers",
+)

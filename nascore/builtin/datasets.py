@@ -1,0 +1,1 @@
+"""Built-in datasets (registered through the same hooks as any plugin)."""

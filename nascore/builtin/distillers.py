@@ -1,0 +1,1 @@
+"""Built-in distillers (registered through the same hooks as any plugin)."""

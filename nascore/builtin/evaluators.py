@@ -1,0 +1,1 @@
+"""Built-in evaluators (registered through the same hooks as any plugin)."""

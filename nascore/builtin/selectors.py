@@ -1,0 +1,1 @@
+"""Built-in selectors (registered through the same hooks as any plugin)."""

@@ -1,0 +1,309 @@
+"""MACs and parameter counts: fvcore for truth, per-option tables for speed.
+
+**Definition.** nascore reports *MACs*: fvcore's ``FlopCountAnalysis`` counts one fused
+multiply-add as one "flop", so its total is a MAC count (what all ten papers call "FLOPs"). It
+also counts batch-norm (eval mode, one per element) and adaptive pooling, and counts element-wise
+ops it does not know (activations, residual adds, SE scaling) as 0. "Params" is the number of
+parameter elements of the standalone child.
+
+**Tables.** Search must not trace a model per candidate (fvcore takes ~0.15 s per trace). A
+:class:`CostTable` holds, per decision and option, the MACs and params that option adds, plus a
+fixed part; ``cost(arch)`` is then a sum of a few dictionary lookups (~µs). The table is built
+from two fvcore traces (all candidates at once, with their recorded input shapes, then one child
+for the fixed part) and is checked to agree *exactly* with fvcore on whole children
+(:func:`check_table`, tests, ``nascore cost --check``).
+"""
+
+from __future__ import annotations
+
+import logging
+
+import warnings
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from nascore.arch import Architecture, option_members
+from nascore.errors import ConfigError, ConstraintError
+
+_FVCORE_LOGGER = "fvcore.nn.jit_analysis"
+
+
+def _fvcore() -> Any:
+    """Import fvcore quietly (it warns about torch.jit.script at import on torch >= 2.14)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        import fvcore.nn as fvnn
+    logging.getLogger(_FVCORE_LOGGER).setLevel(logging.ERROR)
+    return fvnn
+
+
+def _analysis(model: nn.Module, inputs: tuple) -> Any:
+    fvnn = _fvcore()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        fca = fvnn.FlopCountAnalysis(model, inputs)
+        fca.unsupported_ops_warnings(False)
+        fca.uncalled_modules_warnings(False)
+    return fca
+
+
+def fvcore_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
+    """MACs of ``model`` on one input of shape ``input_shape`` (C, H, W), counted by fvcore."""
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, *input_shape)
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return int(_analysis(model, (x,)).total())
+    finally:
+        model.train(was_training)
+
+
+def count_params(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+class _RunAll(nn.Module):
+    """Runs each candidate on its recorded input so one trace counts them all."""
+
+    def __init__(self, mods: list[nn.Module]) -> None:
+        super().__init__()
+        self.mods = nn.ModuleList(mods)
+
+    def forward(self, *inputs: torch.Tensor) -> list[torch.Tensor]:
+        return [m(x) for m, x in zip(self.mods, inputs)]
+
+
+class _Children(nn.Module):
+    def __init__(self, children: list[nn.Module]) -> None:
+        super().__init__()
+        self.nets = nn.ModuleList(children)
+
+    def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
+        return [n(x) for n in self.nets]
+
+
+def fvcore_macs_many(children: Sequence[nn.Module], input_shape: Sequence[int]) -> list[int]:
+    """fvcore's MACs of each child, traced together (``by_module``) to save the per-trace cost."""
+    holder = _Children(list(children)).eval()
+    x = torch.zeros(1, *input_shape)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        per = _analysis(holder, (x,)).by_module()
+    return [int(per.get(f"nets.{i}", 0)) for i in range(len(children))]
+
+
+@attrs.frozen
+class CostTable:
+    """Per-option MACs/params of a space at one input shape; ``cost(arch)`` by summation."""
+
+    input_shape: tuple[int, ...]
+    fixed_macs: int
+    fixed_params: int
+    macs_table: tuple[dict, ...]
+    params_table: tuple[dict, ...]
+
+    def macs(self, arch: Architecture) -> int:
+        total = self.fixed_macs
+        for table, opt in zip(self.macs_table, arch.ops):
+            if isinstance(opt, str):
+                total += table[opt]
+            else:
+                total += sum(table[o] for o in opt)
+        return total
+
+    def params(self, arch: Architecture) -> int:
+        total = self.fixed_params
+        for table, opt in zip(self.params_table, arch.ops):
+            if isinstance(opt, str):
+                total += table[opt]
+            else:
+                total += sum(table[o] for o in opt)
+        return total
+
+    def cost(self, arch: Architecture) -> tuple[int, int]:
+        """``(macs, params)`` of ``arch``, exact with fvcore on its child."""
+        m, p = self.fixed_macs, self.fixed_params
+        for mt, pt, opt in zip(self.macs_table, self.params_table, arch.ops):
+            if isinstance(opt, str):
+                m += mt[opt]
+                p += pt[opt]
+            else:
+                for o in opt:
+                    m += mt[o]
+                    p += pt[o]
+        return m, p
+
+    def bounds(self, allowed: Sequence[Sequence[str]] | None = None) -> tuple[int, int, int, int]:
+        """(min MACs, max MACs, min params, max params) over single-op choices."""
+        allowed = allowed or [tuple(t) for t in self.macs_table]
+        mmin = self.fixed_macs + sum(min(t[o] for o in a) for t, a in zip(self.macs_table, allowed))
+        mmax = self.fixed_macs + sum(max(t[o] for o in a) for t, a in zip(self.macs_table, allowed))
+        pmin = self.fixed_params + sum(min(t[o] for o in a) for t, a in zip(self.params_table, allowed))
+        pmax = self.fixed_params + sum(max(t[o] for o in a) for t, a in zip(self.params_table, allowed))
+        return mmin, mmax, pmin, pmax
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "input_shape": list(self.input_shape),
+            "fixed": {"macs": self.fixed_macs, "params": self.fixed_params},
+            "macs": [dict(t) for t in self.macs_table],
+            "params": [dict(t) for t in self.params_table],
+        }
+
+    @classmethod
+    def build(cls, space: Any, input_shape: Sequence[int]) -> "CostTable":
+        """Count every candidate once with fvcore (one trace), then the fixed part (one more)."""
+        from nascore.space import Supernet
+
+        input_shape = tuple(int(v) for v in input_shape)
+        net: Supernet = space.build_supernet().eval()
+        # Record each candidate's input by running every option of every decision at once.
+        everything = Architecture([frozenset(d.options) if len(d.options) > 1 else d.options[0] for d in space.decisions])
+        recorded: dict[int, torch.Tensor] = {}
+        hooks = []
+        for i in range(len(space.decisions)):
+            for layer in net.choice_layers(i):
+                for mod in layer.candidates.values():
+                    hooks.append(
+                        mod.register_forward_pre_hook(
+                            lambda m, args: recorded.setdefault(id(m), args[0].detach().clone())
+                        )
+                    )
+        try:
+            net.set_active(everything)
+            with torch.no_grad():
+                net(torch.zeros(1, *input_shape))
+        finally:
+            for h in hooks:
+                h.remove()
+        mods, inputs, keys = [], [], []
+        for i, d in enumerate(space.decisions):
+            for layer in net.choice_layers(i):
+                for name, mod in layer.candidates.items():
+                    if id(mod) in recorded:
+                        mods.append(mod)
+                        inputs.append(recorded[id(mod)])
+                        keys.append((i, name))
+        runner = _RunAll(mods).eval()
+        with torch.no_grad(), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            per = _analysis(runner, tuple(inputs)).by_module()
+        macs_t: list[dict[str, int]] = [{o: 0 for o in d.options} for d in space.decisions]
+        params_t: list[dict[str, int]] = [{o: 0 for o in d.options} for d in space.decisions]
+        for j, (i, name) in enumerate(keys):
+            macs_t[i][name] += int(per.get(f"mods.{j}", 0))
+            params_t[i][name] += count_params(mods[j])
+        partial = cls(input_shape, 0, 0, tuple(macs_t), tuple(params_t))
+        ref = space.first()
+        child = net.child(ref)
+        fixed_macs = fvcore_macs(child, input_shape) - partial.macs(ref)
+        fixed_params = count_params(child) - partial.params(ref)
+        return cls(input_shape, fixed_macs, fixed_params, tuple(macs_t), tuple(params_t))
+
+
+def check_table(space: Any, archs: Iterable[Architecture], input_shape: Sequence[int] | None = None) -> list[dict]:
+    """Compare the table with fvcore on each arch's built child; one row per arch."""
+    shape = tuple(input_shape or space.input_shape)
+    table = space.cost_table(shape)
+    net = space.build_supernet().eval()
+    archs = list(archs)
+    rows = []
+    chunk = 25
+    for start in range(0, len(archs), chunk):
+        part = archs[start : start + chunk]
+        children = [net.child(a) for a in part]
+        truth = fvcore_macs_many(children, shape)
+        for a, c, m in zip(part, children, truth):
+            tm, tp = table.cost(a)
+            rows.append(
+                {"arch": space.format(a), "table_macs": tm, "fvcore_macs": m, "table_params": tp,
+                 "params": count_params(c), "ok": tm == m and tp == count_params(c)}
+            )
+    return rows
+
+
+
+
+@attrs.frozen
+class ResourceConstraint:
+    """Upper bounds and ranges on MACs and params (``None`` = unbounded).
+
+    Checked against the cost table only, so a selector can test thousands of candidates a second.
+    """
+
+    macs_min: float | None = None
+    macs_max: float | None = None
+    params_min: float | None = None
+    params_max: float | None = None
+
+    @property
+    def unbounded(self) -> bool:
+        return all(v is None for v in (self.macs_min, self.macs_max, self.params_min, self.params_max))
+
+    def admits(self, macs: int, params: int) -> bool:
+        if self.macs_min is not None and macs < self.macs_min:
+            return False
+        if self.macs_max is not None and macs > self.macs_max:
+            return False
+        if self.params_min is not None and params < self.params_min:
+            return False
+        if self.params_max is not None and params > self.params_max:
+            return False
+        return True
+
+    def describe(self) -> str:
+        parts = []
+        for label, lo, hi in (("MACs", self.macs_min, self.macs_max), ("params", self.params_min, self.params_max)):
+            if lo is not None and hi is not None:
+                parts.append(f"{_fmt(lo)} ≤ {label} ≤ {_fmt(hi)}")
+            elif hi is not None:
+                parts.append(f"{label} ≤ {_fmt(hi)}")
+            elif lo is not None:
+                parts.append(f"{label} ≥ {_fmt(lo)}")
+        return ", ".join(parts) or "none"
+
+    def check_feasible(self, table: CostTable, allowed: Sequence[Sequence[str]]) -> None:
+        """Raise :class:`ConstraintError` if no single-op architecture can satisfy the bounds."""
+        mmin, mmax, pmin, pmax = table.bounds(allowed)
+        problems = []
+        if self.macs_max is not None and mmin > self.macs_max:
+            problems.append(f"the smallest architecture has {_fmt(mmin)} MACs > macs_max {_fmt(self.macs_max)}")
+        if self.macs_min is not None and mmax < self.macs_min:
+            problems.append(f"the largest architecture has {_fmt(mmax)} MACs < macs_min {_fmt(self.macs_min)}")
+        if self.params_max is not None and pmin > self.params_max:
+            problems.append(f"the smallest architecture has {_fmt(pmin)} params > params_max {_fmt(self.params_max)}")
+        if self.params_min is not None and pmax < self.params_min:
+            problems.append(f"the largest architecture has {_fmt(pmax)} params < params_min {_fmt(self.params_min)}")
+        if problems:
+            raise ConstraintError(
+                "the constraint admits no architecture: " + "; ".join(problems),
+                hint=f"MACs range from {_fmt(mmin)} to {_fmt(mmax)}, params from {_fmt(pmin)} to {_fmt(pmax)} in this space",
+            )
+
+
+def _fmt(v: float) -> str:
+    v = float(v)
+    for unit, scale in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(v) >= scale:
+            return f"{v / scale:.2f}{unit}"
+    return f"{v:g}"
+
+
+def human(v: float) -> str:
+    """3.20M, 512K: what tables and logs print."""
+    return _fmt(v)
+
+
+def validate_constraint(data: dict) -> ResourceConstraint:
+    try:
+        return ResourceConstraint(**data)
+    except TypeError as e:  # pragma: no cover - pydantic validates first
+        raise ConfigError([f"constraint: {e}"]) from None
+
+

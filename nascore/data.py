@@ -1,0 +1,197 @@
+"""Datasets, seeded splits and batch iteration that resumes mid-epoch.
+
+A dataset component returns a :class:`DatasetSpec` (a train set, an optional test set, the number
+of classes and the input shape). The core then splits the train set, with the run's seed, into
+
+* ``train`` — what supernet trainers learn from,
+* ``val`` — what trainers may use for a second loss (SETN/TNAS α, Cream's meta-step),
+* ``archval`` — what evaluators score candidates on (never trained on),
+
+and records the split indices in the run folder. Batches come from :meth:`DataBundle.batches`,
+which orders each epoch from ``(seed, epoch)``, can start at any batch (resume after a kill) and
+shards batches across ranks (torch.distributed), so a resumed or distributed run sees the same data
+as an uninterrupted single-process one.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch.utils.data import Dataset
+
+SPLITS = ("train", "val", "archval", "test")
+
+
+@attrs.define
+class DatasetSpec:
+    """What a dataset component returns.
+
+    ``train``/``test`` yield ``(image_tensor, int_label)``. In-memory datasets should also set
+    ``tensors`` (images, labels) for the train set: batches are then sliced without a DataLoader.
+    """
+
+    name: str
+    train: Dataset
+    num_classes: int
+    input_shape: tuple[int, int, int]
+    test: Dataset | None = None
+    tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+    test_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
+    licence: str = ""
+
+
+class RandomLabels(Dataset):
+    """A view of a dataset whose labels are drawn once, uniformly, from a seed (RLNAS).
+
+    Labels stay fixed across epochs; images are untouched.
+    """
+
+    def __init__(self, base: Dataset, num_classes: int, seed: int) -> None:
+        self.base = base
+        g = torch.Generator().manual_seed(int(seed))
+        self.labels = torch.randint(0, num_classes, (len(base),), generator=g)  # type: ignore[arg-type]
+
+    def __len__(self) -> int:
+        return len(self.base)  # type: ignore[arg-type]
+
+    def __getitem__(self, i: int) -> tuple[torch.Tensor, int]:
+        x, _ = self.base[i]
+        return x, int(self.labels[i])
+
+
+def split_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, list[int]]:
+    """Seeded split of ``range(n)``: ``fractions`` for val/archval, the rest is train."""
+    g = torch.Generator().manual_seed(int(seed) + 7919)
+    perm = torch.randperm(n, generator=g).tolist()
+    out: dict[str, list[int]] = {}
+    start = 0
+    for name in ("val", "archval"):
+        k = int(round(fractions.get(name, 0.0) * n))
+        out[name] = sorted(perm[start : start + k])
+        start += k
+    out["train"] = sorted(perm[start:])
+    return out
+
+
+class DataBundle:
+    """The run's data: one dataset, its seeded splits, and deterministic resumable batches."""
+
+    def __init__(
+        self,
+        spec: DatasetSpec,
+        splits: dict[str, list[int]],
+        *,
+        seed: int,
+        batch_size: int,
+        eval_batch_size: int | None = None,
+        rank: int = 0,
+        world_size: int = 1,
+        num_workers: int = 0,
+    ) -> None:
+        self.spec = spec
+        self.splits = {k: list(v) for k, v in splits.items()}
+        self.seed = int(seed)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size or batch_size)
+        self.rank = rank
+        self.world_size = world_size
+        self.num_workers = num_workers
+        self.train_labels: torch.Tensor | None = None  # set by with_random_labels
+        self.access_log: list[str] = []  # which splits were read (RLNAS checks no labels were used)
+
+    @property
+    def num_classes(self) -> int:
+        return self.spec.num_classes
+
+    @property
+    def input_shape(self) -> tuple[int, int, int]:
+        return self.spec.input_shape
+
+    def with_random_labels(self, seed: int) -> "DataBundle":
+        """The same bundle with train/val labels replaced by fixed uniform random ones."""
+        other = DataBundle(
+            self.spec, self.splits, seed=self.seed, batch_size=self.batch_size,
+            eval_batch_size=self.eval_batch_size, rank=self.rank, world_size=self.world_size,
+            num_workers=self.num_workers,
+        )
+        n = len(self.spec.train)  # type: ignore[arg-type]
+        g = torch.Generator().manual_seed(int(seed))
+        other.train_labels = torch.randint(0, self.spec.num_classes, (n,), generator=g)
+        other.access_log = self.access_log
+        return other
+
+    def num_batches(self, split: str = "train", batch_size: int | None = None, drop_last: bool = True) -> int:
+        bs = batch_size or self.batch_size
+        n = len(self.splits[split]) if split != "test" else len(self.spec.test or [])  # type: ignore[arg-type]
+        per_rank_bs = bs
+        total = n // (per_rank_bs * self.world_size) if drop_last else math.ceil(n / (per_rank_bs * self.world_size))
+        return max(total, 0)
+
+    def _order(self, split: str, epoch: int, shuffle: bool) -> list[int]:
+        idx = self.splits[split] if split != "test" else list(range(len(self.spec.test or [])))  # type: ignore[arg-type]
+        if not shuffle:
+            return list(idx)
+        g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + SPLITS.index(split) * 131)
+        perm = torch.randperm(len(idx), generator=g).tolist()
+        return [idx[i] for i in perm]
+
+    def batches(
+        self,
+        split: str = "train",
+        *,
+        epoch: int = 0,
+        start: int = 0,
+        shuffle: bool = True,
+        batch_size: int | None = None,
+        drop_last: bool = True,
+        limit: int | None = None,
+        device: torch.device | str = "cpu",
+    ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """Batches of ``split`` for ``epoch``, from batch ``start``; ranks get disjoint batches.
+
+        The global batch of step ``k`` is the same for any world size: rank ``r`` takes the
+        ``r``-th slice of it, so a 2-process run averages to the single-process gradient.
+        """
+        self.access_log.append(split)
+        bs = batch_size or self.batch_size
+        order = self._order(split, epoch, shuffle)
+        global_bs = bs * self.world_size
+        nb = len(order) // global_bs if drop_last else math.ceil(len(order) / global_bs)
+        if limit is not None:
+            nb = min(nb, limit)
+        for b in range(start, nb):
+            chunk = order[b * global_bs : (b + 1) * global_bs]
+            per = math.ceil(len(chunk) / self.world_size)
+            mine = chunk[self.rank * per : (self.rank + 1) * per]
+            if not mine:
+                continue
+            x, y = self._gather(split, mine)
+            yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def _gather(self, split: str, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
+        test = split == "test"
+        tensors = self.spec.test_tensors if test else self.spec.tensors
+        if tensors is not None:
+            t = torch.as_tensor(idx)
+            x, y = tensors[0][t], tensors[1][t]
+        else:
+            ds = self.spec.test if test else self.spec.train
+            items = [ds[i] for i in idx]  # type: ignore[index]
+            x = torch.stack([it[0] for it in items])
+            y = torch.as_tensor([int(it[1]) for it in items])
+        if not test and self.train_labels is not None:
+            y = self.train_labels[torch.as_tensor(idx)]
+        return x, y.long()
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            "dataset": self.spec.name,
+            "num_classes": self.spec.num_classes,
+            "input_shape": list(self.spec.input_shape),
+            "sizes": {k: len(v) for k, v in self.splits.items()},
+            "random_labels": self.train_labels is not None,
+        }

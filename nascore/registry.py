@@ -1,0 +1,257 @@
+"""Plugin loading and the component registry.
+
+Discovery is lazy and idempotent (:func:`get_registry`): nascore's own built-ins
+(:data:`nascore.builtin.DEFAULT_PLUGINS`) are registered by module, then every entry point of the
+group ``nascore`` is loaded in *our own* loop, so one plugin that fails to import, fails pluggy's
+validation or raises in a hook is recorded as a :class:`PluginFailure` and the rest keep working.
+
+Switches (environment):
+
+* ``NASCORE_LOAD_PLUGINS`` — comma-separated allow-list of distributions or entry-point names;
+  empty string = built-ins only (what the core's own tests use).
+* ``NASCORE_DISABLE_PLUGINS`` — comma-separated block-list.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import importlib.metadata as md
+import os
+from collections.abc import Callable, Iterable
+from typing import Any
+
+import attrs
+import pluggy
+from pydantic import BaseModel, ConfigDict
+
+from nascore import hookspecs
+from nascore.errors import PluginError, UnknownComponent
+
+ENTRY_POINT_GROUP = "nascore"
+hookimpl = pluggy.HookimplMarker("nascore")
+
+
+class NoOptions(BaseModel):
+    """Options model of components that take none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@attrs.frozen
+class Component:
+    """A registered component: what it is, how to build it, and who registered it."""
+
+    role: str
+    name: str
+    factory: Any
+    config: type[BaseModel]
+    summary: str
+    plugin: str
+    dist: str
+    version: str
+
+    def build(self, options: BaseModel | dict | None, ctx: Any) -> Any:
+        cfg = options if isinstance(options, BaseModel) else self.config.model_validate(options or {})
+        try:
+            obj = self.factory(cfg, ctx)
+        except Exception as e:  # noqa: BLE001 - any error from plugin code is reported with its name
+            if isinstance(e, PluginError) or type(e).__module__.startswith("nascore"):
+                raise
+            raise PluginError(
+                f"{self.role} {self.name!r} from plugin {self.dist!r} failed to build: {type(e).__name__}: {e}"
+            ) from e
+        return obj
+
+
+@attrs.frozen
+class PluginFailure:
+    """A plugin that could not be loaded or whose hook raised (shown by ``nascore plugins``)."""
+
+    plugin: str
+    dist: str
+    version: str
+    phase: str
+    error: str
+
+
+@attrs.frozen
+class PluginInfo:
+    name: str
+    dist: str
+    version: str
+    entry_point: str
+    builtin: bool
+
+
+Register = Callable[..., None]
+
+
+class Registry:
+    """Components by role and name, the plugins they came from, and plugin failures."""
+
+    def __init__(self) -> None:
+        self.pm = pluggy.PluginManager("nascore")
+        self.pm.add_hookspecs(hookspecs)
+        self.components: dict[str, dict[str, Component]] = {r: {} for r in hookspecs.ROLES}
+        self.plugins: list[PluginInfo] = []
+        self.failures: list[PluginFailure] = []
+
+    # -- loading -----------------------------------------------------------------------------
+    def add_plugin(self, module: Any, info: PluginInfo) -> bool:
+        """Register a module (or object) of hookimpls and collect its components."""
+        try:
+            self.pm.register(module, name=info.name)
+        except Exception as e:  # noqa: BLE001
+            self.failures.append(PluginFailure(info.name, info.dist, info.version, "validate", _one_line(e)))
+            return False
+        before = {r: dict(c) for r, c in self.components.items()}
+        for role, hook in hookspecs.ROLES.items():
+            for impl in getattr(self.pm.hook, hook).get_hookimpls():
+                if impl.plugin_name != info.name:
+                    continue
+                try:
+                    impl.function(register=self._register_fn(role, info))
+                except Exception as e:  # noqa: BLE001
+                    self.components = before
+                    self.pm.unregister(name=info.name)
+                    self.failures.append(
+                        PluginFailure(info.name, info.dist, info.version, f"{hook}", _one_line(e))
+                    )
+                    return False
+        self.plugins.append(info)
+        return True
+
+    def _register_fn(self, role: str, info: PluginInfo) -> Register:
+        def register(name: str, factory: Any, config: type[BaseModel] | None = None, summary: str = "") -> None:
+            if not isinstance(name, str) or not name:
+                raise PluginError(f"plugin {info.dist!r} registered a {role} with an invalid name {name!r}")
+            existing = self.components[role].get(name)
+            if existing is not None:
+                raise PluginError(
+                    f"{role} {name!r} is registered by both {existing.dist!r} and {info.dist!r}",
+                    hint="uninstall one of them or block it with NASCORE_DISABLE_PLUGINS",
+                )
+            if role != "recipe":
+                if config is None:
+                    config = NoOptions
+                if not (isinstance(config, type) and issubclass(config, BaseModel)):
+                    raise PluginError(f"{role} {name!r}: config must be a pydantic BaseModel subclass, got {config!r}")
+                if not callable(factory):
+                    raise PluginError(f"{role} {name!r}: factory is not callable")
+            self.components[role][name] = Component(
+                role, name, factory, config or NoOptions, summary or _summary_of(factory), info.name, info.dist, info.version
+            )
+
+        return register
+
+    # -- lookup ------------------------------------------------------------------------------
+    def get(self, role: str, name: str) -> Component:
+        comps = self.components[role]
+        if name in comps:
+            return comps[name]
+        failed = [f for f in self.failures]
+        msg = f"no {role} named {name!r}"
+        close = difflib.get_close_matches(name, list(comps), n=1)
+        if close:
+            msg += f"; did you mean {close[0]!r}?"
+        hint = f"installed {role}s: {', '.join(sorted(comps)) or '(none)'} (see `nascore plugins`)"
+        if failed:
+            hint += "; failed plugins: " + ", ".join(f"{f.dist} ({f.error})" for f in failed)
+        raise UnknownComponent(msg, hint=hint)
+
+    def names(self, role: str) -> list[str]:
+        return sorted(self.components[role])
+
+    def by_plugin(self, plugin: str) -> dict[str, list[str]]:
+        out: dict[str, list[str]] = {}
+        for role, comps in self.components.items():
+            names = sorted(n for n, c in comps.items() if c.plugin == plugin)
+            if names:
+                out[role] = names
+        return out
+
+
+def _summary_of(obj: Any) -> str:
+    doc = getattr(obj, "__doc__", None) or ""
+    return doc.strip().splitlines()[0] if doc.strip() else ""
+
+
+def _one_line(e: BaseException) -> str:
+    text = f"{type(e).__name__}: {e}".strip().splitlines()
+    return text[0] if text else type(e).__name__
+
+
+def _csv_env(name: str) -> set[str] | None:
+    value = os.environ.get(name)
+    if value is None:
+        return None
+    return {v.strip() for v in value.split(",") if v.strip()}
+
+
+def _nascore_version() -> str:
+    try:
+        return md.version("nascore")
+    except md.PackageNotFoundError:
+        from nascore import __version__
+
+        return __version__
+
+
+def entry_points() -> Iterable[md.EntryPoint]:
+    return md.entry_points(group=ENTRY_POINT_GROUP)
+
+
+def build_registry(load_entry_points: bool = True, extra: Iterable[tuple[Any, str]] = ()) -> Registry:
+    """A fresh registry: built-ins, then entry points (each failure kept apart), then ``extra``."""
+    from nascore.builtin import DEFAULT_PLUGINS
+
+    reg = Registry()
+    version = _nascore_version()
+    for modname in DEFAULT_PLUGINS:
+        module = importlib.import_module(modname)
+        reg.add_plugin(module, PluginInfo(modname, "nascore", version, modname, True))
+    allow = _csv_env("NASCORE_LOAD_PLUGINS")
+    block = _csv_env("NASCORE_DISABLE_PLUGINS") or set()
+    if load_entry_points:
+        seen: set[str] = set()
+        for ep in entry_points():
+            dist = ep.dist.name if ep.dist is not None else ep.name
+            dver = ep.dist.version if ep.dist is not None else "?"
+            if ep.name in seen:
+                continue
+            seen.add(ep.name)
+            if allow is not None and ep.name not in allow and dist not in allow:
+                continue
+            if ep.name in block or dist in block:
+                continue
+            try:
+                module = ep.load()
+            except BaseException as e:  # noqa: BLE001 - SystemExit from a plugin must not kill the CLI
+                if isinstance(e, KeyboardInterrupt):
+                    raise
+                reg.failures.append(PluginFailure(ep.name, dist, dver, "import", _one_line(e)))
+                continue
+            reg.add_plugin(module, PluginInfo(ep.name, dist, dver, ep.value, False))
+    for module, name in extra:
+        reg.add_plugin(module, PluginInfo(name, name, "0", name, False))
+    return reg
+
+
+_REGISTRY: Registry | None = None
+
+
+def get_registry() -> Registry:
+    """The process-wide registry, built on first use."""
+    global _REGISTRY
+    if _REGISTRY is None:
+        _REGISTRY = build_registry()
+    return _REGISTRY
+
+
+def set_registry(reg: Registry | None) -> None:
+    """Replace the process-wide registry (tests); ``None`` rebuilds it on next use."""
+    global _REGISTRY
+    _REGISTRY = reg
+
+

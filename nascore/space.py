@@ -1,0 +1,421 @@
+"""Search spaces and weight-sharing supernets.
+
+A :class:`SearchSpace` is an ordered list of :class:`Decision` s (a layer of a chain, an edge of a
+cell), each with its options (op names). It samples, mutates, crosses, enumerates and validates
+architectures, and can be *restricted* (options removed per decision, for shrinking methods) without
+changing the supernet it builds: a restricted space and its parent build identical supernets, so
+weights carry over between them.
+
+A :class:`Supernet` holds every candidate op of every decision in :class:`ChoiceLayer` s and runs
+any architecture's path with shared weights. Its contract (what trainers, evaluators and selectors
+may rely on):
+
+* ``set_active(arch)`` then ``forward(x)`` (or ``forward(x, arch)``) runs exactly that path. An
+  option may be a set of ops: their outputs are summed, or mixed with ``weights`` (DARTS-style).
+* ``active_parameters(arch)`` lists ``(name, parameter)`` of that path in ``named_parameters()``
+  order (fixed parts and chosen candidates; nothing of unchosen candidates). This *documented order*
+  is what the angle metric (ABS, RLNAS) builds its weight vector from.
+* ``snapshot()`` / ``load_snapshot()`` copy all weights (W0 for angles, clones for tree search).
+* ``child(arch, inherit=True)`` builds a standalone module for ``arch`` whose output equals the
+  supernet path's on the same input (in eval mode); ``inherit=False`` re-initialises it.
+"""
+
+from __future__ import annotations
+
+import copy
+import itertools
+import math
+import random
+from collections.abc import Iterable, Iterator, Mapping, Sequence
+from typing import Any
+
+import attrs
+import torch
+from torch import nn
+
+from nascore.arch import Architecture, Option, option_members
+from nascore.errors import ArchitectureError, ConstraintError
+
+
+@attrs.frozen
+class Decision:
+    """One decision of a space: its name and the options (op names) it may take.
+
+    ``multi=True`` marks decisions whose value may be a set of ops (multi-branch layers); the
+    plain samplers still draw single ops from them.
+    """
+
+    name: str
+    options: tuple[str, ...] = attrs.field(converter=tuple)
+    multi: bool = False
+
+
+class SearchSpace:
+    """Base class of every search space (see module docstring).
+
+    Subclasses pass their decisions to ``__init__`` and implement :meth:`build_supernet`; cells
+    override :meth:`is_valid`, :meth:`format` and :meth:`parse`. ``input_shape`` (C, H, W) and
+    ``num_classes`` describe what the supernet eats and predicts.
+    """
+
+    name: str = "space"
+
+    def __init__(
+        self,
+        decisions: Sequence[Decision],
+        *,
+        input_shape: tuple[int, int, int] = (3, 32, 32),
+        num_classes: int = 10,
+        allowed: Sequence[Sequence[str]] | None = None,
+    ) -> None:
+        self.decisions: tuple[Decision, ...] = tuple(decisions)
+        self.input_shape = tuple(int(v) for v in input_shape)
+        self.num_classes = int(num_classes)
+        if allowed is None:
+            allowed = [d.options for d in self.decisions]
+        self.allowed: tuple[tuple[str, ...], ...] = tuple(tuple(a) for a in allowed)
+        self._cost_tables: dict[tuple, Any] = {}
+
+    # -- description -------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return len(self.decisions)
+
+    def describe(self) -> str:
+        return f"{self.name}: {len(self.decisions)} decisions, {self.size():,} architectures"
+
+    def size(self) -> int:
+        """Number of architectures (valid ones, exactly, when the space is small enough)."""
+        total = math.prod(len(a) for a in self.allowed)
+        if total <= 200_000 and type(self).is_valid is not SearchSpace.is_valid:
+            return sum(1 for _ in self.enumerate())
+        return total
+
+    def decision_index(self, key: int | str) -> int:
+        if isinstance(key, int):
+            if not 0 <= key < len(self.decisions):
+                raise ArchitectureError(f"decision index {key} out of range 0..{len(self.decisions) - 1}")
+            return key
+        for i, d in enumerate(self.decisions):
+            if d.name == key:
+                return i
+        raise ArchitectureError(
+            f"no decision named {key!r} in space {self.name!r}",
+            hint=f"decisions are: {', '.join(d.name for d in self.decisions)}",
+        )
+
+    # -- sampling and variation --------------------------------------------------------------
+    def sample(
+        self,
+        rng: random.Random,
+        probs: Sequence[Mapping[str, float] | None] | None = None,
+        max_tries: int = 1000,
+    ) -> Architecture:
+        """A random valid architecture of the (restricted) space.
+
+        Uniform per decision unless ``probs`` gives per-option weights for a decision (Cream's op
+        prior, SETN's α); invalid draws (cells with no input-output path) are redrawn, which keeps
+        the draw uniform over the valid architectures.
+        """
+        for _ in range(max_tries):
+            ops = []
+            for i, allowed in enumerate(self.allowed):
+                p = probs[i] if probs is not None else None
+                if p is None:
+                    ops.append(allowed[rng.randrange(len(allowed))])
+                else:
+                    weights = [float(p.get(o, 0.0)) for o in allowed]
+                    if sum(weights) <= 0:
+                        weights = [1.0] * len(allowed)
+                    ops.append(rng.choices(allowed, weights=weights)[0])
+            arch = Architecture(ops)
+            if self.is_valid(arch):
+                return arch
+        raise ArchitectureError(f"no valid architecture drawn from {self.name!r} in {max_tries} tries")
+
+    def mutate(self, arch: Architecture, p: float, rng: random.Random) -> Architecture:
+        """Redraw each decision with probability ``p`` (the SPOS mutation)."""
+        ops = list(arch.ops)
+        for i, allowed in enumerate(self.allowed):
+            if rng.random() < p:
+                ops[i] = allowed[rng.randrange(len(allowed))]
+        return Architecture(ops)
+
+    def crossover(self, a: Architecture, b: Architecture, rng: random.Random) -> Architecture:
+        """Take each decision from either parent with probability 1/2."""
+        return Architecture([x if rng.random() < 0.5 else y for x, y in zip(a.ops, b.ops)])
+
+    def enumerate(self) -> Iterator[Architecture]:
+        """Every valid architecture of the (restricted) space, in a fixed order."""
+        for ops in itertools.product(*self.allowed):
+            arch = Architecture(ops)
+            if self.is_valid(arch):
+                yield arch
+
+    # -- validity ----------------------------------------------------------------------------
+    def is_valid(self, arch: Architecture) -> bool:
+        """Structural validity (a cell whose output is cut off is not); chains are always valid."""
+        return True
+
+    def contains(self, arch: Architecture) -> bool:
+        """Is ``arch`` an architecture of this (restricted) space?"""
+        if len(arch) != len(self.allowed):
+            return False
+        for opt, allowed in zip(arch.ops, self.allowed):
+            if not set(option_members(opt)) <= set(allowed):
+                return False
+        return self.is_valid(arch)
+
+    def check(self, arch: Architecture) -> Architecture:
+        """Return ``arch`` or raise an :class:`ArchitectureError` saying which decision is wrong."""
+        if len(arch) != len(self.decisions):
+            raise ArchitectureError(
+                f"architecture has {len(arch)} decisions, space {self.name!r} has {len(self.decisions)}"
+            )
+        for i, (opt, d, allowed) in enumerate(zip(arch.ops, self.decisions, self.allowed)):
+            bad = [o for o in option_members(opt) if o not in allowed]
+            if bad:
+                raise ArchitectureError(
+                    f"decision {i} ({d.name}): option {bad[0]!r} is not allowed",
+                    hint=f"allowed options: {', '.join(allowed)}",
+                )
+            if isinstance(opt, frozenset) and not d.multi and not getattr(self, "allow_sets", False):
+                raise ArchitectureError(f"decision {i} ({d.name}) takes one op, got a set {sorted(opt)}")
+        if not self.is_valid(arch):
+            raise ArchitectureError(f"{self.format(arch)!r} is not a valid architecture of {self.name!r}")
+        return arch
+
+    # -- restriction (shrinking, TNAS, NSE) --------------------------------------------------
+    def restrict(self, allowed: Mapping[int | str, Iterable[str]]) -> "SearchSpace":
+        """A copy whose decisions allow only the given options (others unchanged).
+
+        The copy builds the same supernet as ``self``; only sampling, enumeration and validity
+        change. Removing every option of a decision is refused.
+        """
+        new = list(self.allowed)
+        for key, options in allowed.items():
+            i = self.decision_index(key)
+            opts = tuple(o for o in self.decisions[i].options if o in set(options))
+            unknown = set(options) - set(self.decisions[i].options)
+            if unknown:
+                raise ArchitectureError(
+                    f"decision {i} ({self.decisions[i].name}): unknown option(s) {sorted(unknown)}",
+                    hint=f"options are: {', '.join(self.decisions[i].options)}",
+                )
+            if not opts:
+                raise ArchitectureError(f"restricting decision {i} ({self.decisions[i].name}) would leave it empty")
+            new[i] = opts
+        clone = copy.copy(self)
+        clone.allowed = tuple(new)
+        return clone
+
+    def allowed_json(self) -> list[list[str]]:
+        return [list(a) for a in self.allowed]
+
+    # -- strings ---------------------------------------------------------------------------
+    def format(self, arch: Architecture) -> str:
+        """Canonical string: options joined by ``-``; a set of ops is ``a+b`` (sorted)."""
+        return "-".join("+".join(option_members(o)) for o in arch.ops)
+
+    def parse(self, text: str) -> Architecture:
+        """Inverse of :meth:`format`; raises :class:`ArchitectureError` naming the bad part."""
+        parts = text.strip().split("-")
+        if len(parts) != len(self.decisions):
+            raise ArchitectureError(
+                f"{text!r} has {len(parts)} parts, space {self.name!r} has {len(self.decisions)} decisions",
+                hint=f"write one option per decision joined by '-', e.g. {self.format(self.first())!r}",
+            )
+        ops: list[Any] = [frozenset(p.split("+")) if "+" in p else p for p in parts]
+        return self.check(Architecture(ops))
+
+    def first(self) -> Architecture:
+        """The first valid architecture in enumeration order (a stable default)."""
+        return next(self.enumerate())
+
+    # -- building ----------------------------------------------------------------------------
+    def build_supernet(self) -> "Supernet":
+        raise NotImplementedError
+
+    def cost_table(self, input_shape: Sequence[int] | None = None) -> "Any":
+        """The per-option MACs/params table for this space at ``input_shape`` (built once)."""
+        from nascore.cost import CostTable
+
+        shape = tuple(input_shape or self.input_shape)
+        key = (shape,)
+        if key not in self._cost_tables:
+            self._cost_tables[key] = CostTable.build(self, shape)
+        return self._cost_tables[key]
+
+
+def constrained_sample(
+    space: SearchSpace,
+    rng: random.Random,
+    accept: "Any",
+    max_tries: int = 10_000,
+    probs: Sequence[Mapping[str, float] | None] | None = None,
+) -> Architecture:
+    """Rejection-sample ``space`` until ``accept(arch)`` holds: uniform over feasible archs."""
+    for _ in range(max_tries):
+        arch = space.sample(rng, probs)
+        if accept(arch):
+            return arch
+    raise ConstraintError(
+        f"no architecture of {space.name!r} met the constraint in {max_tries} random draws",
+        hint="loosen the constraint (see `nascore cost SPACE ARCH` for typical MACs/params)",
+    )
+
+
+class Zero(nn.Module):
+    """The ``none`` op of cells: zeros of the output shape (cuts the edge)."""
+
+    def __init__(self, stride: int = 1) -> None:
+        super().__init__()
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stride == 1:
+            return x.mul(0.0)
+        return x[:, :, :: self.stride, :: self.stride].mul(0.0)
+
+
+class ChoiceLayer(nn.Module):
+    """Holds every candidate op of one decision and runs the active one(s).
+
+    ``active`` is an op name, or a tuple of op names whose outputs are summed (or mixed with
+    ``mix_weights``, a 1-D tensor aligned with the tuple).
+    """
+
+    def __init__(self, candidates: Mapping[str, nn.Module]) -> None:
+        super().__init__()
+        self.candidates = nn.ModuleDict(dict(candidates))
+        self.active: str | tuple[str, ...] = next(iter(self.candidates))
+        self.mix_weights: torch.Tensor | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        active = self.active
+        if isinstance(active, str):
+            return self.candidates[active](x)
+        outs = [self.candidates[o](x) for o in active]
+        if self.mix_weights is None:
+            return torch.stack(outs).sum(0) if len(outs) > 1 else outs[0]
+        return sum(w * o for w, o in zip(self.mix_weights, outs))
+
+
+class Supernet(nn.Module):
+    """Base of every supernet: binds :class:`ChoiceLayer` s to decisions (see module docstring).
+
+    A subclass builds its modules, calls :meth:`bind` for each choice layer (a decision may bind
+    several layers, e.g. the same edge in every cell of a NAS-Bench-201 network) and implements
+    :meth:`forward_path`, which runs whatever is active.
+    """
+
+    def __init__(self, space: SearchSpace) -> None:
+        super().__init__()
+        self.space = space
+        self._bindings: list[list[str]] = [[] for _ in space.decisions]
+        self._active: Architecture | None = None
+        self.is_child = False
+
+    def bind(self, decision: int, layer_name: str) -> None:
+        """Register submodule ``layer_name`` (a ChoiceLayer) as an instance of ``decision``."""
+        self._bindings[decision].append(layer_name)
+
+    def choice_layers(self, decision: int) -> list[ChoiceLayer]:
+        return [self.get_submodule(n) for n in self._bindings[decision]]
+
+    def set_active(
+        self, arch: Architecture, weights: Sequence[torch.Tensor | None] | None = None
+    ) -> None:
+        """Make ``arch`` the path that ``forward`` runs; ``weights`` mixes set-valued options."""
+        if self.is_child:
+            return
+        for i, opt in enumerate(arch.ops):
+            active: str | tuple[str, ...] = opt if isinstance(opt, str) else option_members(opt)
+            w = weights[i] if weights is not None else None
+            for layer in self.choice_layers(i):
+                layer.active = active
+                layer.mix_weights = w
+        self._active = arch
+
+    @property
+    def active_arch(self) -> Architecture | None:
+        return self._active
+
+    def forward(self, x: torch.Tensor, arch: Architecture | None = None) -> torch.Tensor:
+        if arch is not None:
+            self.set_active(arch)
+        return self.forward_path(x)
+
+    def forward_path(self, x: torch.Tensor) -> torch.Tensor:  # pragma: no cover - abstract
+        raise NotImplementedError
+
+    # -- parameters --------------------------------------------------------------------------
+    def _inactive_ids(self, arch: Architecture) -> set[int]:
+        ids: set[int] = set()
+        for i, opt in enumerate(arch.ops):
+            chosen = set(option_members(opt))
+            for layer in self.choice_layers(i):
+                for name, mod in layer.candidates.items():
+                    if name not in chosen:
+                        ids.update(id(p) for p in mod.parameters())
+        return ids
+
+    def active_parameters(self, arch: Architecture) -> list[tuple[str, nn.Parameter]]:
+        """``(name, param)`` of the path, in ``named_parameters()`` order (the documented order)."""
+        inactive = self._inactive_ids(arch)
+        return [(n, p) for n, p in self.named_parameters() if id(p) not in inactive]
+
+    def inactive_parameters(self, arch: Architecture) -> list[nn.Parameter]:
+        inactive = self._inactive_ids(arch)
+        return [p for p in self.parameters() if id(p) in inactive]
+
+    def snapshot(self) -> dict[str, torch.Tensor]:
+        """A detached copy of every weight and buffer (W0 for angles, clones for tree search)."""
+        return {k: v.detach().clone() for k, v in self.state_dict().items()}
+
+    def load_snapshot(self, snap: Mapping[str, torch.Tensor]) -> None:
+        self.load_state_dict(dict(snap))
+
+    def reset_parameters(self) -> None:
+        """Re-initialise every weight (NSE's per-round restart) and reset BN statistics."""
+        for m in self.modules():
+            if m is not self and hasattr(m, "reset_parameters"):
+                m.reset_parameters()
+            if isinstance(m, nn.modules.batchnorm._BatchNorm):
+                m.reset_running_stats()
+
+    # -- children ----------------------------------------------------------------------------
+    def child(self, arch: Architecture, inherit: bool = True) -> nn.Module:
+        """A standalone module for ``arch``: only the chosen candidates are copied.
+
+        With ``inherit`` the child keeps the supernet's weights (and BN statistics), so its
+        output equals the supernet path's in eval mode; without, it is re-initialised.
+        """
+        self.space.check(arch)
+        self.set_active(arch)
+        saved: list[tuple[ChoiceLayer, nn.ModuleDict]] = []
+        try:
+            for i, opt in enumerate(arch.ops):
+                keep = option_members(opt)
+                for layer in self.choice_layers(i):
+                    saved.append((layer, layer.candidates))
+                    layer._modules["candidates"] = nn.ModuleDict({k: layer.candidates[k] for k in keep})
+            space = self.space
+            self.space = None  # type: ignore[assignment]  # do not deep-copy the space
+            try:
+                child = copy.deepcopy(self)
+            finally:
+                self.space = space
+        finally:
+            for layer, cands in saved:
+                layer._modules["candidates"] = cands
+        child.space = self.space
+        child.is_child = True
+        child._active = arch
+        child.train(self.training)
+        if not inherit:
+            Supernet.reset_parameters(child)
+        return child
+
+
+def count_params(module: nn.Module) -> int:
+    return sum(p.numel() for p in module.parameters())
