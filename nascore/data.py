@@ -183,7 +183,7 @@ class DataBundle:
             items = [ds[i] for i in idx]  # type: ignore[index]
             x = torch.stack([it[0] for it in items])
             y = torch.as_tensor([int(it[1]) for it in items])
-        if not test and self.train_labels is not None:
+        if split in ("train", "val") and self.train_labels is not None:  # archval keeps true labels
             y = self.train_labels[torch.as_tensor(idx)]
         return x, y.long()
 

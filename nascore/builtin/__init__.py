@@ -3,7 +3,9 @@
 DEFAULT_PLUGINS = (
     "nascore.builtin.spaces",
     "nascore.builtin.datasets",
+    "nascore.builtin.trainers",
     "nascore.builtin.evaluators",
+    "nascore.builtin.accuracy",
     "nascore.builtin.selectors",
     "nascore.builtin.distillers",
 )

@@ -1,1 +1,54 @@
-"""Built-in selectors (registered through the same hooks as any plugin)."""
+"""Built-in selectors: ``random`` search (the baseline every method must beat)."""
+
+from __future__ import annotations
+
+import random
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from nascore.registry import hookimpl
+from nascore.roles import SearchResult
+from nascore.search import evaluate, rank, sample_feasible
+
+
+class RandomSearchConfig(BaseModel):
+    """Options of ``random`` search."""
+
+    model_config = ConfigDict(extra="forbid")
+    samples: int = Field(100, gt=0, description="distinct architectures to evaluate")
+    batch: int = Field(10, gt=0, description="architectures scored per evaluator call")
+
+
+class RandomSearch:
+    """Evaluate N distinct feasible architectures drawn uniformly; return them ranked."""
+
+    def __init__(self, cfg: RandomSearchConfig, ctx: Any = None) -> None:
+        self.cfg = cfg
+
+    def search(self, ctx: Any, evaluator: Any) -> SearchResult:
+        rng = random.Random(ctx.stage_seed("random"))
+        target = 3 if ctx.smoke else self.cfg.samples
+        seen: dict = {}
+        tries = 0
+        while len(seen) < target and tries < 50 * target:
+            tries += 1
+            arch = sample_feasible(ctx, rng)
+            seen.setdefault(arch, None)
+        archs = list(seen)
+        cands = []
+        bar = ctx.progress(total=len(archs), desc="random search")
+        for i in range(0, len(archs), self.cfg.batch):
+            part = archs[i : i + self.cfg.batch]
+            cands += evaluate(ctx, evaluator, part, origin="random")
+            bar.update(len(part))
+        bar.close()
+        ranked = rank(cands)
+        for c in ranked:
+            ctx.log.metric("candidate", stage=ctx.stage_key, arch=c.arch_str, score=c.score, macs=c.macs, params=c.params)
+        return SearchResult(candidates=ranked, info={"evaluated": len(cands)})
+
+
+@hookimpl
+def register_selectors(register: Any) -> None:
+    register("random", RandomSearch, config=RandomSearchConfig, summary="uniform random search under the constraint")

@@ -1,0 +1,370 @@
+"""The ``nascore`` command line.
+
+Every verb validates its input first and reports a problem as one readable message (exit 2);
+tracebacks are shown only with ``--debug``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import random
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nascore import __version__
+from nascore.errors import NascoreError
+
+EPILOG = """examples:
+  nascore run spos                       run a shipped recipe (see `nascore recipes`)
+  nascore run my.yaml --set seed=1 --out runs/a
+  nascore run spos --smoke               every stage with a minimal budget (seconds)
+  nascore resume runs/a                  continue an interrupted run
+  nascore export runs/a --format onnx    standalone model of the chosen architecture
+  nascore plugins                        what is installed, and what failed to load
+docs: docs/index.md"""
+
+
+def _registry() -> Any:
+    from nascore.registry import get_registry
+
+    return get_registry()
+
+
+# -- run / resume ------------------------------------------------------------------------------
+def _load_config(target: str) -> tuple[dict[str, Any], str]:
+    from nascore.config import load_yaml
+
+    path = Path(target)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        return load_yaml(path), str(path)
+    reg = _registry()
+    recipes = reg.components["recipe"]
+    if target in recipes:
+        return _recipe_data(recipes[target]), f"recipe {target!r}"
+    from nascore.errors import UnknownComponent
+
+    import difflib
+
+    close = difflib.get_close_matches(target, list(recipes), n=1)
+    raise UnknownComponent(
+        f"{target!r} is neither a config file nor a recipe" + (f"; did you mean {close[0]!r}?" if close else ""),
+        hint=f"recipes: {', '.join(sorted(recipes)) or '(none installed)'}; or pass a path to a .yaml file",
+    )
+
+
+def _recipe_data(comp: Any) -> dict[str, Any]:
+    import copy
+
+    from nascore.config import load_yaml
+
+    data = comp.factory
+    if isinstance(data, (str, Path)):
+        return load_yaml(data)
+    return copy.deepcopy(data)
+
+
+def _init_distributed() -> None:
+    """Join the torch.distributed job when launched by torchrun (gloo on CPU, nccl on GPUs)."""
+    if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
+        return
+    import datetime
+
+    import torch
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        return
+    backend = "nccl" if torch.cuda.is_available() else "gloo"
+    if backend == "nccl":
+        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+    timeout = float(os.environ.get("NASCORE_DIST_TIMEOUT", "300"))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+
+
+def _set_threads() -> None:
+    import torch
+
+    if "OMP_NUM_THREADS" not in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        torch.set_num_threads(1)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from nascore.config import apply_overrides
+    from nascore.run import open_run, run_pipeline, summary_table
+
+    data, source = _load_config(args.config)
+    data = apply_overrides(data, args.set or [])
+    name = data.get("name", Path(args.config).stem if source.endswith((".yaml", ".yml")) else args.config)
+    data.setdefault("name", name)
+    out = Path(args.out) if args.out else Path("runs") / (f"{name}-smoke" if args.smoke else str(name))
+    _set_threads()
+    _init_distributed()
+    t0 = time.time()
+    ctx = open_run(data, run_dir=out, smoke=args.smoke, quiet=args.quiet, overwrite=args.overwrite, source=source)
+    return _finish(ctx, run_pipeline, summary_table, t0, args)
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from nascore.run import resume_run, run_pipeline, summary_table
+
+    _set_threads()
+    _init_distributed()
+    t0 = time.time()
+    ctx = resume_run(Path(args.run_dir), quiet=args.quiet)
+    return _finish(ctx, run_pipeline, summary_table, t0, args)
+
+
+def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: argparse.Namespace) -> int:
+    try:
+        run_pipeline(ctx)
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; continue with: nascore resume {ctx.run_dir}", file=sys.stderr)
+        return 130
+    finally:
+        ctx.log.close()
+    if ctx.dist.is_main:
+        print(f"run folder: {ctx.run_dir}   ({time.time() - t0:.1f} s)")
+        print(f"space: {ctx.space.describe()}   constraint: {ctx.constraint.describe()}   (MACs counted by fvcore)")
+        if ctx.candidates:
+            print(summary_table(ctx))
+        else:
+            print("no candidates (the run had no search stage)")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from nascore.export import export_one
+    from nascore.run import resume_run
+
+    ctx = resume_run(Path(args.run_dir), quiet=True)
+    formats = ["json"] + ([args.format] if args.format != "json" else [])
+    folder = export_one(ctx, args.arch, formats)
+    meta = json.loads((folder / "arch.json").read_text())
+    print(f"exported #{args.arch} {meta['arch']} ({meta['weights']}) to {folder}")
+    for k, v in meta.get("checks", {}).items():
+        print(f"  {k}: {v:.2e}")
+    return 0
+
+
+# -- inspection ----------------------------------------------------------------------------------
+def cmd_plugins(args: argparse.Namespace) -> int:
+    reg = _registry()
+    rows = []
+    for p in reg.plugins:
+        rows.append({"plugin": p.name, "distribution": p.dist, "version": p.version, "status": "ok",
+                     "builtin": p.builtin, "components": reg.by_plugin(p.name)})
+    for f in reg.failures:
+        rows.append({"plugin": f.plugin, "distribution": f.dist, "version": f.version, "status": "failed",
+                     "phase": f.phase, "error": f.error, "components": {}})
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        dists: dict[str, dict[str, Any]] = {}
+        for r in rows:
+            d = dists.setdefault(r["distribution"], {"version": r["version"], "status": r["status"], "components": {}, "errors": []})
+            if r["status"] == "failed":
+                d["status"] = "failed"
+                d["errors"].append(f"{r['plugin']}: {r['phase']}: {r['error']}")
+            for role, names in r["components"].items():
+                d["components"].setdefault(role, []).extend(names)
+        for dist, d in dists.items():
+            print(f"{dist} {d['version']}  [{d['status']}]")
+            for role, names in sorted(d["components"].items()):
+                print(f"    {role + 's':<11} {', '.join(sorted(names))}")
+            for e in d["errors"]:
+                print(f"    error: {e}")
+    if args.strict and reg.failures:
+        return 1
+    return 0
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    reg = _registry()
+    role = args.role.rstrip("s") if args.role != "spaces" else "space"
+    if role not in reg.components:
+        raise NascoreError(f"unknown role {args.role!r}", hint=f"one of: {', '.join(r + 's' for r in reg.components)}")
+    for name in reg.names(role):
+        c = reg.components[role][name]
+        print(f"{name:<20} {c.dist:<16} {c.summary}")
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    reg = _registry()
+    comp = reg.get(args.role, args.name)
+    print(json.dumps(comp.config.model_json_schema(), indent=2))
+    return 0
+
+
+def _space(name: str, options: list[str] | None, input_shape: str | None) -> Any:
+    from nascore.config import apply_overrides
+
+    reg = _registry()
+    comp = reg.get("space", name)
+    opts = apply_overrides({}, options or [])
+    ctx = _ShapeCtx(input_shape) if input_shape else None
+    return comp.build(opts, ctx)
+
+
+class _ShapeCtx:
+    """Just enough of a run context for a space factory: the input shape."""
+
+    def __init__(self, text: str) -> None:
+        try:
+            shape = tuple(int(v) for v in text.lower().split("x"))
+            assert len(shape) == 3 and all(v > 0 for v in shape)
+        except (ValueError, AssertionError):
+            raise NascoreError(f"--input {text!r} is not CxHxW", hint="e.g. --input 3x32x32") from None
+
+        class _Data:
+            input_shape = shape
+            num_classes = 10
+
+        self.data = _Data()
+
+
+def cmd_spaces(args: argparse.Namespace) -> int:
+    reg = _registry()
+    for name in reg.names("space"):
+        c = reg.components["space"][name]
+        try:
+            space = c.build({}, None)
+            size = f"{space.size():,}" if space.size() < 10**12 else f"{float(space.size()):.2e}"
+            print(f"{name:<12} {len(space.decisions):>3} decisions  {size:>18} architectures   {c.summary}")
+        except Exception as e:  # noqa: BLE001 - one broken space must not hide the others
+            print(f"{name:<12} failed to build: {type(e).__name__}: {e}")
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    space = _space(args.space, args.option, None)
+    rng = random.Random(args.seed)
+    for _ in range(args.n):
+        print(space.format(space.sample(rng)))
+    return 0
+
+
+def cmd_cost(args: argparse.Namespace) -> int:
+    from nascore.cost import check_table, human
+
+    space = _space(args.space, args.option, args.input)
+    arch = space.parse(args.arch)
+    table = space.cost_table()
+    macs, params = table.cost(arch)
+    shape = "x".join(map(str, space.input_shape))
+    print(f"{space.format(arch)}  input {shape}")
+    print(f"  MACs   {macs:>14,}  ({human(macs)})   [cost table; fvcore counts 1 multiply-add = 1]")
+    print(f"  params {params:>14,}  ({human(params)})")
+    if args.check:
+        row = check_table(space, [arch])[0]
+        print(f"  fvcore MACs {row['fvcore_macs']:,}   child params {row['params']:,}   -> {'agree' if row['ok'] else 'DIFFER'}")
+        return 0 if row["ok"] else 1
+    return 0
+
+
+def cmd_recipes(args: argparse.Namespace) -> int:
+    reg = _registry()
+    for name in reg.names("recipe"):
+        c = reg.components["recipe"][name]
+        print(f"{name:<16} {c.dist:<16} {c.summary}")
+    return 0
+
+
+# -- parser ----------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="nascore", description="One-shot neural architecture search: train a supernet, search, export, retrain.",
+        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("--version", action="version", version=f"nascore {__version__}")
+    p.add_argument("--debug", action="store_true", help="show full tracebacks")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a config or recipe into a run folder",
+                       description="Validate the whole config, then run its stages into a run folder.")
+    r.add_argument("config", help="a YAML config file or a recipe name (nascore recipes)")
+    r.add_argument("--set", action="append", metavar="PATH=VALUE", help="override a field, e.g. stages.0.trainer.options.epochs=3")
+    r.add_argument("--out", help="run folder (default runs/<name>)")
+    r.add_argument("--smoke", action="store_true", help="every stage with a minimal budget, to check a config in seconds")
+    r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
+    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.set_defaults(fn=cmd_run)
+
+    r = sub.add_parser("resume", help="continue an interrupted run", description="Continue a run from its last checkpoint.")
+    r.add_argument("run_dir")
+    r.add_argument("--quiet", action="store_true")
+    r.set_defaults(fn=cmd_resume)
+
+    r = sub.add_parser("export", help="write a chosen architecture as a standalone model")
+    r.add_argument("run_dir")
+    r.add_argument("--format", choices=["json", "torchscript", "onnx"], default="torchscript")
+    r.add_argument("--arch", type=int, default=0, help="rank of the candidate in results.json (default 0: the best)")
+    r.set_defaults(fn=cmd_export)
+
+    r = sub.add_parser("plugins", help="installed plugins, their components, and failures")
+    r.add_argument("--json", action="store_true")
+    r.add_argument("--strict", action="store_true", help="exit 1 if a plugin failed to load")
+    r.set_defaults(fn=cmd_plugins)
+
+    r = sub.add_parser("list", help="components of one role (spaces, trainers, evaluators, selectors, distillers, datasets)")
+    r.add_argument("role")
+    r.set_defaults(fn=cmd_list)
+
+    r = sub.add_parser("recipes", help="ready-made configs runnable as `nascore run NAME`")
+    r.set_defaults(fn=cmd_recipes)
+
+    r = sub.add_parser("schema", help="JSON Schema of a component's options")
+    r.add_argument("role", choices=["space", "trainer", "evaluator", "selector", "distiller", "dataset"])
+    r.add_argument("name")
+    r.set_defaults(fn=cmd_schema)
+
+    r = sub.add_parser("spaces", help="registered search spaces and their sizes")
+    r.set_defaults(fn=cmd_spaces)
+
+    r = sub.add_parser("sample", help="print random architecture strings of a space")
+    r.add_argument("space")
+    r.add_argument("-n", type=int, default=5)
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--option", action="append", metavar="KEY=VALUE", help="space option, e.g. width=16")
+    r.set_defaults(fn=cmd_sample)
+
+    r = sub.add_parser("cost", help="MACs and params of an architecture (cost table; --check against fvcore)")
+    r.add_argument("space")
+    r.add_argument("arch")
+    r.add_argument("--input", default=None, help="input shape CxHxW, e.g. 3x32x32")
+    r.add_argument("--check", action="store_true", help="also count with fvcore on the built child; exit 1 if they differ")
+    r.add_argument("--option", action="append", metavar="KEY=VALUE")
+    r.set_defaults(fn=cmd_cost)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if not getattr(args, "fn", None):
+        parser.print_help()
+        return 0
+    try:
+        return int(args.fn(args) or 0)
+    except NascoreError as e:
+        if args.debug:
+            raise
+        print(f"nascore: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+    except Exception as e:  # noqa: BLE001
+        if args.debug:
+            raise
+        print(f"nascore: internal error: {type(e).__name__}: {e}\n  (run again with --debug for the traceback, "
+              "and please report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,76 @@
+"""Retrain chosen architectures as standalone networks and measure them on held-out data.
+
+Each retrained model is trained on the train and val splits and scored on the dataset's test split
+(or ``archval`` when the dataset has none). Progress is checkpointed every epoch so a kill loses at
+most one epoch; the weights land in ``retrain/<rank>/model.pt`` and the accuracy in results.json.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from nascore.evaluate import accuracy
+from nascore.io import save_torch
+from nascore.trainer import lr_factor
+
+
+def retrain_candidates(ctx: Any, stage: Any, key: str) -> None:
+    results = ctx.state.setdefault("retrain", {})
+    for i in range(min(stage.top, len(ctx.candidates))):
+        cand = ctx.candidates[i]
+        if cand.arch_str in results:
+            continue
+        results[cand.arch_str] = retrain_one(ctx, stage, i)
+        ctx.write_state()
+
+
+def retrain_one(ctx: Any, stage: Any, index: int) -> dict[str, float]:
+    cand = ctx.candidates[index]
+    torch.manual_seed(ctx.stage_seed(f"retrain{index}"))
+    child = ctx.supernet.child(cand.arch, inherit=stage.inherit).to(ctx.device)
+    epochs = 1 if ctx.smoke else stage.epochs
+    split = "train"
+    spe = 2 if ctx.smoke else ctx.data.num_batches(split)
+    total = spe * epochs
+    opt = torch.optim.SGD(child.parameters(), lr=stage.lr, momentum=0.9, nesterov=True, weight_decay=stage.weight_decay)
+    ckpt = ctx.checkpoints
+    ckpt.key = f"{ckpt.key}-retrain{index}"
+    start_epoch = 0
+    saved = ckpt.load_latest()
+    if saved is not None:
+        child.load_state_dict(saved["model"])
+        opt.load_state_dict(saved["optimizer"])
+        torch.set_rng_state(saved["torch_rng"])
+        start_epoch = int(saved["epoch"])
+    distiller = ctx.build("distiller", stage.distiller, f"stages[{key.split('.')[0]}].distiller") if stage.distiller else None
+    bar = ctx.progress(total=total, initial=start_epoch * spe, desc=f"retrain #{index}")
+    child.train()
+    for epoch in range(start_epoch, epochs):
+        for b, (x, y) in enumerate(ctx.data.batches(split, epoch=epoch, limit=spe, device=ctx.device)):
+            step = epoch * spe + b
+            for g in opt.param_groups:
+                g["lr"] = stage.lr * lr_factor(step, total, "cosine")
+            logits = child(x)
+            loss = F.cross_entropy(logits, y)
+            if distiller is not None:
+                kd = distiller.loss(logits, x, y, cand.arch, ctx, None)
+                loss = kd if getattr(distiller, "replaces_ce", False) else loss + kd
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            bar.update(1)
+        ckpt.save({"model": child.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
+                   "torch_rng": torch.get_rng_state()})
+        ctx.log.metric("retrain", index=index, epoch=epoch, loss=float(loss.detach()))
+    bar.close()
+    eval_split = "test" if ctx.data.spec.test is not None else "archval"
+    acc, loss = accuracy(child, ctx.data.batches(eval_split, shuffle=False, batch_size=ctx.data.eval_batch_size,
+                                                drop_last=False, limit=2 if ctx.smoke else None, device=ctx.device))
+    if ctx.run_dir is not None and ctx.dist.is_main:
+        save_torch(ctx.run_dir / "retrain" / f"{index}" / "model.pt", {"model": child.state_dict()})
+    out = {"test_acc": acc, "test_loss": loss, "epochs": epochs, "split": eval_split, "inherit": stage.inherit}
+    ctx.log.metric("retrain_result", index=index, arch=cand.arch_str, **out)
+    return out

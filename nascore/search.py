@@ -1,0 +1,47 @@
+"""Helpers every selector uses: scoring batches of architectures, ranking, feasible sampling."""
+
+from __future__ import annotations
+
+import random
+from collections.abc import Sequence
+from typing import Any
+
+from nascore.arch import Architecture, Candidate
+from nascore.errors import NascoreError, PluginError
+from nascore.space import constrained_sample
+
+
+def objective(evaluator: Any, metrics: dict[str, float]) -> float:
+    """The evaluator's metric as a score where higher is better."""
+    try:
+        value = float(metrics[evaluator.metric])
+    except KeyError:
+        raise PluginError(
+            f"evaluator {type(evaluator).__name__} returned no {evaluator.metric!r} metric (got {sorted(metrics)})"
+        ) from None
+    return value if getattr(evaluator, "higher_is_better", True) else -value
+
+
+def evaluate(ctx: Any, evaluator: Any, archs: Sequence[Architecture], origin: str = "") -> list[Candidate]:
+    """Score ``archs`` with ``evaluator`` and wrap them as candidates (same order)."""
+    if evaluator is None:
+        raise NascoreError("this selector needs an evaluator", hint="add `evaluator: accuracy` (or another) to the search stage")
+    results = evaluator.score(list(archs), ctx)
+    if not isinstance(results, list) or len(results) != len(archs):
+        raise PluginError(
+            f"evaluator {type(evaluator).__name__}.score returned {type(results).__name__} of "
+            f"{len(results) if hasattr(results, '__len__') else '?'} items for {len(archs)} architectures; expected a list of dicts"
+        )
+    return [ctx.candidate(a, objective(evaluator, m), m, origin) for a, m in zip(archs, results)]
+
+
+def rank(cands: Sequence[Candidate]) -> list[Candidate]:
+    """Best first (ties broken by fewer MACs, then by the string, so the order is deterministic)."""
+    return sorted(cands, key=lambda c: (-c.score, c.macs, c.arch_str))
+
+
+def sample_feasible(ctx: Any, rng: random.Random, max_tries: int = 10_000) -> Architecture:
+    """A uniform random architecture of ``ctx.space`` within ``ctx.constraint``."""
+    if not ctx.constraint.unbounded:
+        ctx.constraint.check_feasible(ctx.cost, ctx.space.allowed)
+    return constrained_sample(ctx.space, rng, ctx.feasible, max_tries=max_tries)

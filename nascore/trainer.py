@@ -1,0 +1,243 @@
+"""The supernet training loop every trainer plugin builds on.
+
+:class:`SupernetTrainer` owns what is the same for all weight-sharing methods: the optimizer and
+schedule, deterministic resumable epochs (data order from ``(seed, epoch)``, checkpoints every
+``checkpoint_every`` steps with model, optimizer, sampler RNG and the subclass's own state),
+clearing gradients of inactive candidates (so momentum and weight decay never move them), gradient
+all-reduce across ranks, NaN detection, progress and metrics. A method overrides a few small
+methods — :meth:`sample_arch`, :meth:`compute_loss`, :meth:`after_step`, :meth:`extra_state` —
+like a Lightning module overrides ``training_step``.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+from typing import TYPE_CHECKING, Any, Literal
+
+import torch
+import torch.nn.functional as F
+from pydantic import BaseModel, ConfigDict, Field
+
+from nascore.arch import Architecture
+from nascore.errors import TrainingDiverged
+
+if TYPE_CHECKING:
+    from nascore.run import RunContext
+
+
+class TrainerConfig(BaseModel):
+    """Options shared by every supernet trainer (plugins subclass this model)."""
+
+    model_config = ConfigDict(extra="forbid")
+    epochs: int = Field(5, gt=0, description="passes over the train split")
+    steps_per_epoch: int | None = Field(None, gt=0, description="cap on batches per epoch")
+    optimizer: Literal["sgd", "adam"] = "sgd"
+    lr: float = Field(0.05, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    nesterov: bool = True
+    weight_decay: float = Field(4e-5, ge=0)
+    schedule: Literal["cosine", "linear", "constant"] = "cosine"
+    warmup_steps: int = Field(0, ge=0)
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    grad_clip: float | None = Field(5.0, gt=0, description="max gradient norm (null: off)")
+    null_inactive_grads: bool = Field(True, description="clear grads of unused ops before the step")
+    on_nan: Literal["stop", "skip"] = Field("stop", description="NaN/inf loss: stop the run, or skip the batch")
+
+
+def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
+    """Multiplier of the base learning rate at ``step`` of ``total``."""
+    if warmup and step < warmup:
+        return (step + 1) / warmup
+    if total <= 0 or schedule == "constant":
+        return 1.0
+    t = min(max(step - warmup, 0) / max(total - warmup, 1), 1.0)
+    if schedule == "linear":
+        return 1.0 - t
+    return 0.5 * (1.0 + math.cos(math.pi * t))
+
+
+def make_optimizer(params: Any, cfg: TrainerConfig) -> torch.optim.Optimizer:
+    if cfg.optimizer == "adam":
+        return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+    return torch.optim.SGD(
+        params, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0,
+        weight_decay=cfg.weight_decay,
+    )
+
+
+def rng_state_json(rng: random.Random) -> list:
+    version, internal, gauss = rng.getstate()
+    return [version, list(internal), gauss]
+
+
+def rng_from_json(state: list) -> random.Random:
+    rng = random.Random()
+    rng.setstate((state[0], tuple(state[1]), state[2]))
+    return rng
+
+
+class SupernetTrainer:
+    """Single-path supernet training with everything but the method left generic.
+
+    Subclasses override :meth:`sample_arch` (which path this step), :meth:`compute_loss` (which
+    loss), :meth:`after_step` (bookkeeping such as Cream's board) and :meth:`extra_state` /
+    :meth:`load_extra_state` (what of theirs must survive a kill).
+    """
+
+    Config = TrainerConfig
+
+    def __init__(self, cfg: TrainerConfig, ctx: "RunContext | None" = None) -> None:
+        self.cfg = cfg
+        self.rng = random.Random(0)
+        self.step = 0
+        self.epoch = 0
+        self.optimizer: torch.optim.Optimizer | None = None
+        self.distiller: Any = None
+
+    # -- method hooks --------------------------------------------------------------------------
+    def setup(self, ctx: "RunContext") -> None:
+        """Called once before training (after the supernet exists, before any resume)."""
+
+    def sample_arch(self, ctx: "RunContext") -> Architecture:
+        """The path of this step (default: uniform over the current space)."""
+        return ctx.space.sample(self.rng)
+
+    def compute_loss(
+        self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Forward the path and return ``(loss, logits)``; adds the distiller's loss if any."""
+        logits = ctx.supernet(x)
+        if self.distiller is not None:
+            kd = self.distiller.loss(logits, x, y, arch, ctx, self)
+            if getattr(self.distiller, "replaces_ce", False):
+                return kd, logits
+            return F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing) + kd, logits
+        return F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing), logits
+
+    def after_step(
+        self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
+        logits: torch.Tensor, loss: torch.Tensor,
+    ) -> dict[str, float]:
+        """Bookkeeping after the optimizer step; returns extra metrics to log."""
+        return {}
+
+    def extra_state(self) -> dict[str, Any]:
+        """Method state to checkpoint (tensors and plain containers only)."""
+        return {}
+
+    def load_extra_state(self, state: dict[str, Any]) -> None:
+        """Inverse of :meth:`extra_state`."""
+
+    def parameters(self, ctx: "RunContext") -> Any:
+        """What the optimizer updates (default: every supernet parameter)."""
+        return ctx.supernet.parameters()
+
+    # -- the loop ------------------------------------------------------------------------------
+    def steps_per_epoch(self, ctx: "RunContext") -> int:
+        n = ctx.data.num_batches("train")
+        if self.cfg.steps_per_epoch:
+            n = min(n, self.cfg.steps_per_epoch)
+        if ctx.smoke:
+            n = min(n, 2)
+        return max(n, 1)
+
+    def epochs(self, ctx: "RunContext") -> int:
+        return 1 if ctx.smoke else self.cfg.epochs
+
+    def state_dict(self, ctx: "RunContext") -> dict[str, Any]:
+        return {
+            "supernet": ctx.supernet.state_dict(),
+            "optimizer": self.optimizer.state_dict() if self.optimizer else {},
+            "rng": rng_state_json(self.rng),
+            "torch_rng": torch.get_rng_state(),
+            "step": self.step,
+            "epoch": self.epoch,
+            "extra": self.extra_state(),
+        }
+
+    def load_state(self, ctx: "RunContext", state: dict[str, Any]) -> None:
+        ctx.supernet.load_state_dict(state["supernet"])
+        if self.optimizer is not None and state.get("optimizer"):
+            self.optimizer.load_state_dict(state["optimizer"])
+        self.rng = rng_from_json(state["rng"])
+        torch.set_rng_state(state["torch_rng"])
+        self.step = int(state["step"])
+        self.epoch = int(state["epoch"])
+        self.load_extra_state(state.get("extra", {}))
+
+    def fit(self, ctx: "RunContext") -> None:
+        """Train for the configured epochs, resuming from this stage's checkpoint if any."""
+        net = ctx.supernet
+        self.rng = random.Random(ctx.stage_seed("sampler"))
+        torch.manual_seed(ctx.stage_seed("torch"))
+        self.distiller = ctx.distiller
+        self.setup(ctx)
+        self.optimizer = make_optimizer(self.parameters(ctx), self.cfg)
+        spe, epochs = self.steps_per_epoch(ctx), self.epochs(ctx)
+        total = spe * epochs
+        saved = ctx.checkpoints.load_latest()
+        if saved is not None:
+            self.load_state(ctx, saved)
+            ctx.log.event("resume", stage=ctx.stage_key, step=self.step)
+        net.train()
+        bar = ctx.progress(total=total, initial=self.step, desc=f"train {ctx.stage_key}")
+        running: dict[str, float] = {}
+        try:
+            while self.step < total:
+                epoch, start = divmod(self.step, spe)
+                self.epoch = epoch
+                for x, y in ctx.data.batches("train", epoch=epoch, start=start, limit=spe, device=ctx.device):
+                    metrics = self.train_step(ctx, x, y, total)
+                    for k, v in metrics.items():
+                        running[k] = 0.9 * running.get(k, v) + 0.1 * v
+                    bar.update(1)
+                    bar.set_postfix({k: f"{v:.3g}" for k, v in running.items() if k in ("loss", "acc")})
+                    if self.step % ctx.cfg.log_every == 0 or self.step == total:
+                        ctx.log.metric("train", step=self.step, epoch=epoch, stage=ctx.stage_key, **metrics)
+                    if self.step % ctx.cfg.checkpoint_every == 0 and self.step < total:
+                        ctx.checkpoints.save(self.state_dict(ctx))
+                    if self.step >= total:
+                        break
+        finally:
+            bar.close()
+        ctx.checkpoints.save(self.state_dict(ctx))
+
+    def train_step(self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
+        """One optimizer step on one sampled path; returns metrics to log."""
+        net, opt = ctx.supernet, self.optimizer
+        assert opt is not None
+        arch = self.sample_arch(ctx)
+        ctx.check_same_arch(arch)
+        net.set_active(arch)
+        for group in opt.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factor(
+                self.step, total, self.cfg.schedule, self.cfg.warmup_steps
+            )
+        opt.zero_grad(set_to_none=True)
+        loss, logits = self.compute_loss(ctx, x, y, arch)
+        if not torch.isfinite(loss):
+            where = f"step {self.step} (epoch {self.epoch}) on path {ctx.space.format(arch)}"
+            ctx.log.event("nan", step=self.step, arch=ctx.space.format(arch), loss=float(loss))
+            if self.cfg.on_nan == "skip":
+                self.step += 1
+                return {"skipped": 1.0}
+            raise TrainingDiverged(
+                f"the training loss became {float(loss)} at {where}",
+                hint="lower the learning rate or set on_nan: skip in the trainer options; the last good "
+                f"checkpoint is kept in {ctx.checkpoints.directory}",
+            )
+        loss.backward()
+        if self.cfg.null_inactive_grads:
+            for p in net.inactive_parameters(arch):
+                p.grad = None
+        ctx.allreduce_grads(net)
+        if self.cfg.grad_clip:
+            torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], self.cfg.grad_clip)
+        opt.step()
+        self.step += 1
+        with torch.no_grad():
+            acc = (logits.argmax(1) == y).float().mean().item() if logits.dim() == 2 else float("nan")
+        out = {"loss": float(loss.detach()), "acc": acc, "lr": opt.param_groups[0]["lr"]}
+        out.update(self.after_step(ctx, x, y, arch, logits, loss))
+        return out
