@@ -187,6 +187,11 @@ def parse_set(items: list[str]) -> list[tuple[list[str], Any]]:
             raise ConfigError([f"--set {item!r}: empty path"], source="--set")
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
+            if isinstance(value, str):
+                try:  # YAML 1.1 reads 1e6 as a string; a user means the number
+                    value = float(value) if any(c in value.lower() for c in ".e") else int(value)
+                except ValueError:
+                    pass
         except yaml.YAMLError as e:
             raise ConfigError([f"--set {path}: value {raw!r} is not valid YAML ({e.__class__.__name__})"], source="--set") from None
         out.append((parts, value))

@@ -166,6 +166,7 @@ class RunContext:
         self.data: DataBundle = None  # type: ignore[assignment]
         self._supernet: Supernet | None = None
         self._pending_weights: Path | None = None
+        self._initial_weights: dict[str, torch.Tensor] | None = None
         self.constraint = ResourceConstraint(**cfg.constraint.model_dump())
         self._build_data()
         self.base_space: SearchSpace = self.build("space", cfg.space, "space")
@@ -219,14 +220,54 @@ class RunContext:
 
     @property
     def supernet(self) -> Supernet:
-        """The supernet, built on first use (a table-only search never builds one)."""
+        """The supernet, built on first use (a table-only search never builds one).
+
+        Its weights at the first build of the run, before any training, are kept as
+        :attr:`initial_weights` (and in ``checkpoints/w0.pt``, which a resumed run reads back).
+        """
         if self._supernet is None:
-            net = self.base_space.build_supernet().to(self.device)
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank and every run
+                net = self.base_space.build_supernet().to(self.device)
+            self._init_initial_weights(net)
             if self._pending_weights is not None:
                 net.load_state_dict(load_torch(self._pending_weights, map_location=self.device)["supernet"])
                 self._pending_weights = None
             self._supernet = net
         return self._supernet
+
+    # -- W0: the supernet at initialisation (angle metrics: ABS, RLNAS) ---------------------------
+    def _w0_path(self) -> Path | None:
+        return self.run_dir / "checkpoints" / "w0.pt" if self.run_dir is not None else None
+
+    def _init_initial_weights(self, fresh: Supernet) -> None:
+        """W0 = ``checkpoints/w0.pt`` when the run folder has one (resume), else ``fresh``'s weights."""
+        path = self._w0_path()
+        if path is not None and path.exists():
+            self._initial_weights = load_torch(path)["supernet"]
+            return
+        self.set_initial_weights(fresh.snapshot())
+
+    @property
+    def initial_weights(self) -> dict[str, torch.Tensor]:
+        """W0: a CPU copy of the supernet's state dict before any training, keyed by name."""
+        if self._initial_weights is None:
+            self.supernet  # noqa: B018 - building the supernet records W0
+        assert self._initial_weights is not None
+        return self._initial_weights
+
+    def set_initial_weights(self, snapshot: dict[str, torch.Tensor] | None = None) -> None:
+        """Replace W0 by ``snapshot`` (default: the current supernet's weights) and persist it.
+
+        For methods that re-initialise the supernet or move the angle reference (ABS's one-time
+        W0 replacement); a resumed run reads the replaced W0 back.
+        """
+        if snapshot is None:
+            snapshot = self.supernet.snapshot()
+        self._initial_weights = {k: v.detach().to("cpu", copy=True) for k, v in snapshot.items()}
+        path = self._w0_path()
+        if path is not None and self.dist.is_main:
+            save_torch(path, {"supernet": self._initial_weights})
 
     @property
     def has_supernet(self) -> bool:

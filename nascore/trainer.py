@@ -218,12 +218,12 @@ class SupernetTrainer:
         loss, logits = self.compute_loss(ctx, x, y, arch)
         if not torch.isfinite(loss):
             where = f"step {self.step} (epoch {self.epoch}) on path {ctx.space.format(arch)}"
-            ctx.log.event("nan", step=self.step, arch=ctx.space.format(arch), loss=float(loss))
+            ctx.log.event("nan", step=self.step, arch=ctx.space.format(arch), loss=float(loss.detach()))
             if self.cfg.on_nan == "skip":
                 self.step += 1
                 return {"skipped": 1.0}
             raise TrainingDiverged(
-                f"the training loss became {float(loss)} at {where}",
+                f"the training loss became {float(loss.detach())} at {where}",
                 hint="lower the learning rate or set on_nan: skip in the trainer options; the last good "
                 f"checkpoint is kept in {ctx.checkpoints.directory}",
             )

@@ -1,0 +1,3 @@
+"""Example nascore plugin (see docs/writing-plugins.md)."""
+
+__version__ = "0.1.0"
