@@ -126,6 +126,10 @@ def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: ar
         return 130
     finally:
         ctx.log.close()
+    if ctx.dist.is_main and ctx.run_dir is not None:
+        from nascore.report import make_plots
+
+        make_plots(ctx.run_dir)
     if ctx.dist.is_main:
         print(f"run folder: {ctx.run_dir}   ({time.time() - t0:.1f} s)")
         print(f"space: {ctx.space.describe()}   constraint: {ctx.constraint.describe()}   (MACs counted by fvcore)")
@@ -151,6 +155,21 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 # -- inspection ----------------------------------------------------------------------------------
+def cmd_report(args: argparse.Namespace) -> int:
+    from nascore.report import write_report
+
+    out = write_report(Path(args.run_dir))
+    print(f"wrote {out} (open it in a browser; it needs no server)")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from nascore.report import compare
+
+    print(compare([Path(d) for d in args.run_dirs]))
+    return 0
+
+
 def cmd_plugins(args: argparse.Namespace) -> int:
     reg = _registry()
     rows = []
@@ -304,6 +323,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--format", choices=["json", "torchscript", "onnx"], default="torchscript")
     r.add_argument("--arch", type=int, default=0, help="rank of the candidate in results.json (default 0: the best)")
     r.set_defaults(fn=cmd_export)
+
+    r = sub.add_parser("report", help="write RUN_DIR/report.html: plots, chosen architectures, config, timings")
+    r.add_argument("run_dir")
+    r.set_defaults(fn=cmd_report)
+
+    r = sub.add_parser("compare", help="several runs side by side")
+    r.add_argument("run_dirs", nargs="+")
+    r.set_defaults(fn=cmd_compare)
 
     r = sub.add_parser("plugins", help="installed plugins, their components, and failures")
     r.add_argument("--json", action="store_true")

@@ -22,6 +22,9 @@ def objective(evaluator: Any, metrics: dict[str, float]) -> float:
     return value if getattr(evaluator, "higher_is_better", True) else -value
 
 
+_RESERVED = {"kind", "time", "stage", "arch", "score", "macs", "params", "origin"}
+
+
 def evaluate(ctx: Any, evaluator: Any, archs: Sequence[Architecture], origin: str = "") -> list[Candidate]:
     """Score ``archs`` with ``evaluator`` and wrap them as candidates (same order)."""
     if evaluator is None:
@@ -32,7 +35,11 @@ def evaluate(ctx: Any, evaluator: Any, archs: Sequence[Architecture], origin: st
             f"evaluator {type(evaluator).__name__}.score returned {type(results).__name__} of "
             f"{len(results) if hasattr(results, '__len__') else '?'} items for {len(archs)} architectures; expected a list of dicts"
         )
-    return [ctx.candidate(a, objective(evaluator, m), m, origin) for a, m in zip(archs, results)]
+    cands = [ctx.candidate(a, objective(evaluator, m), m, origin) for a, m in zip(archs, results)]
+    for c in cands:  # every evaluated candidate is in metrics.jsonl: plots and reports read them from there
+        ctx.log.metric("candidate", stage=ctx.stage_key, arch=c.arch_str, score=c.score, macs=c.macs,
+                       params=c.params, origin=origin, **{k: v for k, v in c.metrics.items() if isinstance(v, (int, float)) and k not in _RESERVED})
+    return cands
 
 
 def rank(cands: Sequence[Candidate]) -> list[Candidate]:

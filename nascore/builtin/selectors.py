@@ -44,8 +44,6 @@ class RandomSearch:
             bar.update(len(part))
         bar.close()
         ranked = rank(cands)
-        for c in ranked:
-            ctx.log.metric("candidate", stage=ctx.stage_key, arch=c.arch_str, score=c.score, macs=c.macs, params=c.params)
         return SearchResult(candidates=ranked, info={"evaluated": len(cands)})
 
 

@@ -1,0 +1,254 @@
+"""What a person reads after a run: plots, a self-contained HTML report, a comparison table.
+
+Everything is derived from the run folder (``metrics.jsonl``, ``results.json``, ``state.json``,
+``config.yaml``), so it works for any plugin's run, for a finished run or one still going, and can
+be regenerated at any time.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from nascore.cost import human
+from nascore.errors import CheckpointError
+from nascore.io import atomic_write, read_json, write_text
+
+
+def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
+    path = run_dir / "metrics.jsonl"
+    if not path.exists():
+        return []
+    out = []
+    for line in path.read_text().splitlines():
+        try:
+            out.append(json.loads(line))
+        except json.JSONDecodeError:  # a line cut by a kill: skip it
+            continue
+    return out
+
+
+def pareto_front(points: list[tuple[float, float]]) -> list[int]:
+    """Indices of points not dominated in (lower cost, higher score), sorted by cost."""
+    order = sorted(range(len(points)), key=lambda i: (points[i][0], -points[i][1]))
+    front, best = [], float("-inf")
+    for i in order:
+        if points[i][1] > best:
+            front.append(i)
+            best = points[i][1]
+    return front
+
+
+def _plt() -> Any:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig: Any, path: Path) -> Path:
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    atomic_write(path, lambda f: f.write(buf.getvalue()))
+    return path
+
+
+def make_plots(run_dir: Path) -> list[Path]:
+    """Write plots/*.png for whatever the run logged; returns the files written."""
+    run_dir = Path(run_dir)
+    metrics = read_metrics(run_dir)
+    results = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {}
+    out_dir = run_dir / "plots"
+    plt = _plt()
+    written: list[Path] = []
+
+    cands = [m for m in metrics if m.get("kind") == "candidate"]
+    if cands:
+        fig, ax = plt.subplots(figsize=(6.4, 4.2))
+        xs = [c["macs"] for c in cands]
+        ys = [c["score"] for c in cands]
+        ax.scatter(xs, ys, s=12, alpha=0.45, label=f"evaluated ({len(cands)})")
+        front = pareto_front(list(zip(xs, ys)))
+        ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="C3", ms=4, label="Pareto front")
+        chosen = (results.get("candidates") or [None])[0]
+        if chosen:
+            ax.scatter([chosen["macs"]], [chosen["score"]], marker="*", s=220, color="gold", edgecolor="k",
+                       zorder=5, label=f"chosen: {chosen['arch'][:40]}")
+        ax.set_xlabel("MACs (fvcore)")
+        ax.set_ylabel("score")
+        ax.set_title("candidates: score vs MACs")
+        ax.legend(fontsize=7, loc="lower right")
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, out_dir / "pareto.png"))
+
+        by_stage: dict[str, list[float]] = defaultdict(list)
+        for c in cands:
+            by_stage[str(c.get("stage", "?"))].append(c["score"])
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        for stage, scores in by_stage.items():
+            best, curve = float("-inf"), []
+            for s in scores:
+                best = max(best, s)
+                curve.append(best)
+            ax.plot(range(1, len(curve) + 1), curve, label=f"stage {stage} best so far")
+            ax.scatter(range(1, len(scores) + 1), scores, s=6, alpha=0.3)
+        ax.set_xlabel("candidates evaluated")
+        ax.set_ylabel("score")
+        ax.set_title("search progress")
+        ax.legend(fontsize=7)
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, out_dir / "search.png"))
+
+    train = [m for m in metrics if m.get("kind") == "train" and "loss" in m]
+    if train:
+        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        stages: dict[str, list[dict]] = defaultdict(list)
+        for m in train:
+            stages[str(m.get("stage", "?"))].append(m)
+        for stage, ms in stages.items():
+            ax.plot([m["step"] for m in ms], [m["loss"] for m in ms], label=f"loss (stage {stage})")
+        ax2 = ax.twinx()
+        for stage, ms in stages.items():
+            accs = [(m["step"], m["acc"]) for m in ms if isinstance(m.get("acc"), (int, float))]
+            if accs:
+                ax2.plot(*zip(*accs), "--", alpha=0.6, label=f"batch acc (stage {stage})")
+        ax.set_xlabel("step")
+        ax.set_ylabel("training loss")
+        ax2.set_ylabel("batch accuracy")
+        ax.set_title("supernet training")
+        ax.legend(fontsize=7, loc="upper right")
+        ax.grid(alpha=0.3)
+        written.append(_save(fig, out_dir / "training.png"))
+
+    spaces = [m for m in metrics if m.get("event") == "space" and m.get("allowed")]
+    if spaces:
+        written.append(_space_plot(run_dir, spaces, out_dir))
+    return written
+
+
+def _space_plot(run_dir: Path, spaces: list[dict], out_dir: Path) -> Path:
+    """Which ops survived each shrinking round: decisions × ops, coloured by the last round kept."""
+    plt = _plt()
+    config = _config(run_dir)
+    first = spaces[0]["allowed"]
+    ops = sorted({o for a in first for o in a} | {o for s in spaces for a in s["allowed"] for o in a})
+    n_dec = len(first)
+    grid = [[-1.0] * len(ops) for _ in range(n_dec)]
+    for r, s in enumerate(spaces):
+        for d, allowed in enumerate(s["allowed"]):
+            for o in allowed:
+                grid[d][ops.index(o)] = r + 1
+    fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(ops) + 2), max(3, 0.28 * n_dec + 1.5)))
+    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=-1, vmax=len(spaces))
+    ax.set_xticks(range(len(ops)), ops, rotation=45, ha="right", fontsize=7)
+    ax.set_yticks(range(n_dec), [str(i) for i in range(n_dec)], fontsize=6)
+    ax.set_ylabel("decision")
+    ax.set_title(f"ops kept per round ({config.get('space', {}).get('name', '')})")
+    fig.colorbar(im, ax=ax, label="last round kept (-1: never active)")
+    return _save(fig, out_dir / "space.png")
+
+
+def _config(run_dir: Path) -> dict[str, Any]:
+    import yaml
+
+    path = run_dir / "config.yaml"
+    return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def _img(path: Path) -> str:
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(path.stem)}</figcaption></figure>'
+
+
+def write_report(run_dir: Path) -> Path:
+    """One self-contained HTML page (plots inline) that opens from disk with no server."""
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").exists():
+        raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)")
+    plots = make_plots(run_dir)
+    results = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {}
+    state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else {}
+    config_text = (run_dir / "config.yaml").read_text()
+    rows = []
+    for i, c in enumerate(results.get("candidates", [])):
+        r = c.get("retrain", {})
+        acc = f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "–"
+        rows.append(
+            f"<tr><td>{i}</td><td class=arch>{html.escape(c['arch'])}</td><td>{c['score']:.4g}</td>"
+            f"<td>{human(c['macs'])}</td><td>{human(c['params'])}</td><td>{acc}</td><td>{html.escape(c.get('origin', ''))}</td></tr>"
+        )
+    timings = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f} s</td></tr>" for k, v in state.get("timings", {}).items())
+    chosen = results.get("candidates", [{}])[0] if results.get("candidates") else {}
+    page = f"""<!doctype html>
+<html lang="en"><head><meta charset="utf-8"><title>nascore run {html.escape(str(results.get('run', run_dir.name)))}</title>
+<style>
+body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222; }}
+table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }}
+th {{ background: #f3f3f3; }} td.arch {{ font-family: monospace; font-size: .85rem; }}
+figure {{ display: inline-block; margin: .5rem; }} img {{ max-width: 470px; }}
+pre {{ background: #f7f7f7; padding: 1rem; overflow-x: auto; font-size: .8rem; }}
+.chosen {{ font-size: 1.1rem; padding: .8rem; background: #fff8dc; border: 1px solid #e5d28a; }}
+</style></head><body>
+<h1>nascore run: {html.escape(str(results.get('run', run_dir.name)))}</h1>
+<p>space <b>{html.escape(str(results.get('space', '')))}</b> · dataset <b>{html.escape(str(results.get('dataset', '')))}</b> ·
+constraint {html.escape(str(results.get('constraint', '')))} · MACs and params counted by fvcore (one multiply-add = 1)</p>
+<p class="chosen" id="chosen">Chosen architecture: <code>{html.escape(chosen.get('arch', '(none yet)'))}</code>
+{f"— score {chosen['score']:.4g}, {human(chosen['macs'])} MACs, {human(chosen['params'])} params" if chosen else ''}</p>
+<h2>Candidates</h2>
+<table><tr><th>#</th><th>architecture</th><th>score</th><th>MACs</th><th>params</th><th>retrained acc</th><th>origin</th></tr>
+{''.join(rows)}</table>
+<h2>Plots</h2>
+{''.join(_img(p) for p in plots) or '<p>nothing logged yet</p>'}
+<h2>Timings</h2><table><tr><th>stage</th><th>time</th></tr>{timings}</table>
+<h2>Resolved config</h2><pre>{html.escape(config_text)}</pre>
+</body></html>
+"""
+    out = run_dir / "report.html"
+    write_text(out, page)
+    return out
+
+
+def compare(run_dirs: list[Path]) -> str:
+    """A table of several runs side by side: method, best score, MACs, params, retrained acc, time."""
+    rows = [("run", "trainer", "selector", "best architecture", "score", "MACs", "params", "retrained", "time")]
+    for d in run_dirs:
+        d = Path(d)
+        if not (d / "config.yaml").exists():
+            raise CheckpointError(f"{d} is not a run folder (no config.yaml)")
+        cfg = _config(d)
+        results = read_json(d / "results.json") if (d / "results.json").exists() else {}
+        state = read_json(d / "state.json") if (d / "state.json").exists() else {}
+        trainers, selectors = [], []
+
+        def walk(stages: list) -> None:
+            for st in stages:
+                if st.get("kind") == "train":
+                    trainers.append(st["trainer"]["name"])
+                elif st.get("kind") in ("search", "shrink"):
+                    selectors.append(st["selector"]["name"])
+                elif st.get("kind") == "loop":
+                    walk(st["stages"])
+
+        walk(cfg.get("stages", []))
+        best = (results.get("candidates") or [None])[0]
+        r = (best or {}).get("retrain", {})
+        rows.append((
+            d.name, ",".join(dict.fromkeys(trainers)) or "-", ",".join(dict.fromkeys(selectors)) or "-",
+            best["arch"] if best else "-", f"{best['score']:.4g}" if best else "-",
+            human(best["macs"]) if best else "-", human(best["params"]) if best else "-",
+            f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-",
+            f"{sum(state.get('timings', {}).values()):.0f} s",
+        ))
+    widths = [max(len(str(row[j])) for row in rows) for j in range(len(rows[0]))]
+    lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
