@@ -102,6 +102,7 @@ class DataBundle:
         self.num_workers = num_workers
         self.train_labels: torch.Tensor | None = None  # set by with_random_labels
         self.access_log: list[str] = []  # which splits were read (RLNAS checks no labels were used)
+        self._true: DataBundle | None = None  # the real-label bundle behind a random-label view
 
     @property
     def num_classes(self) -> int:
@@ -122,7 +123,15 @@ class DataBundle:
         g = torch.Generator().manual_seed(int(seed))
         other.train_labels = torch.randint(0, self.spec.num_classes, (n,), generator=g)
         other.access_log = self.access_log
+        other._true = self.with_true_labels()
         return other
+
+    def with_true_labels(self) -> "DataBundle":
+        """The bundle with the dataset's own labels (retraining after a random-label search).
+
+        ``self`` unless this is a :meth:`with_random_labels` view; shares the access log.
+        """
+        return self._true if self._true is not None else self
 
     def num_batches(self, split: str = "train", batch_size: int | None = None, drop_last: bool = True) -> int:
         bs = batch_size or self.batch_size
@@ -150,23 +159,28 @@ class DataBundle:
         drop_last: bool = True,
         limit: int | None = None,
         device: torch.device | str = "cpu",
+        shard: bool = True,
     ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
         """Batches of ``split`` for ``epoch``, from batch ``start``; ranks get disjoint batches.
 
         The global batch of step ``k`` is the same for any world size: rank ``r`` takes the
         ``r``-th slice of it, so a 2-process run averages to the single-process gradient.
+        ``batch_size`` is per rank. With ``shard=False`` (evaluation: every rank scores whole
+        candidates) each rank gets the whole global batch, and ``batch_size`` is global.
         """
         self.access_log.append(split)
-        bs = batch_size or self.batch_size
         order = self._order(split, epoch, shuffle)
-        global_bs = bs * self.world_size
+        if shard:
+            global_bs = (batch_size or self.batch_size) * self.world_size
+        else:
+            global_bs = batch_size or self.batch_size * self.world_size
         nb = len(order) // global_bs if drop_last else math.ceil(len(order) / global_bs)
         if limit is not None:
             nb = min(nb, limit)
         for b in range(start, nb):
             chunk = order[b * global_bs : (b + 1) * global_bs]
             per = math.ceil(len(chunk) / self.world_size)
-            mine = chunk[self.rank * per : (self.rank + 1) * per]
+            mine = chunk[self.rank * per : (self.rank + 1) * per] if shard else chunk
             if not mine:
                 continue
             x, y = self._gather(split, mine)

@@ -35,13 +35,15 @@ def child_with_weights(ctx: Any, index: int) -> tuple[nn.Module, str]:
         origin = "retrained"
     else:
         n = 2 if ctx.smoke else 20
-        recalibrate_bn(child, ctx.data.batches("train", epoch=0, limit=n, device=ctx.device))
+        recalibrate_bn(child, ctx.data.batches("train", epoch=0, limit=n, device=ctx.device, shard=False))
         origin = "supernet (BN recalibrated)"
     return child.eval(), origin
 
 
 def export_candidates(ctx: Any, top: int, formats: list[str]) -> list[Path]:
-    out = []
+    out: list[Path] = []
+    if not ctx.dist.is_main:  # only rank 0 writes the run folder
+        return out
     for i in range(min(top, len(ctx.candidates))):
         out.append(export_one(ctx, i, formats))
     return out

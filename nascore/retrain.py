@@ -14,7 +14,7 @@ import torch.nn.functional as F
 
 from nascore.evaluate import accuracy
 from nascore.io import save_torch
-from nascore.trainer import lr_factor
+from nascore.trainer import distiller_lr_factor, lr_factor
 
 
 def retrain_candidates(ctx: Any, stage: Any, key: str) -> None:
@@ -33,7 +33,8 @@ def retrain_one(ctx: Any, stage: Any, index: int) -> dict[str, float]:
     child = ctx.supernet.child(cand.arch, inherit=stage.inherit).to(ctx.device)
     epochs = 1 if ctx.smoke else stage.epochs
     split = "train"
-    spe = 2 if ctx.smoke else ctx.data.num_batches(split)
+    data = ctx.data.with_true_labels()  # real labels even after a random-label (RLNAS) search
+    spe = 2 if ctx.smoke else data.num_batches(split)
     total = spe * epochs
     opt = torch.optim.SGD(child.parameters(), lr=stage.lr, momentum=0.9, nesterov=True, weight_decay=stage.weight_decay)
     ckpt = ctx.checkpoints
@@ -46,13 +47,18 @@ def retrain_one(ctx: Any, stage: Any, index: int) -> dict[str, float]:
         torch.set_rng_state(saved["torch_rng"])
         start_epoch = int(saved["epoch"])
     distiller = ctx.build("distiller", stage.distiller, f"stages[{key.split('.')[0]}].distiller") if stage.distiller else None
+    if distiller is not None and hasattr(distiller, "bind_student"):
+        distiller.bind_student(child)  # feature distillers read the student's internals
     bar = ctx.progress(total=total, initial=start_epoch * spe, desc=f"retrain #{index}")
     child.train()
     for epoch in range(start_epoch, epochs):
-        for b, (x, y) in enumerate(ctx.data.batches(split, epoch=epoch, limit=spe, device=ctx.device)):
+        for b, (x, y) in enumerate(data.batches(split, epoch=epoch, limit=spe, device=ctx.device)):
             step = epoch * spe + b
+            factor = distiller_lr_factor(distiller, step, total)
+            if factor is None:
+                factor = lr_factor(step, total, "cosine")
             for g in opt.param_groups:
-                g["lr"] = stage.lr * lr_factor(step, total, "cosine")
+                g["lr"] = stage.lr * factor
             logits = child(x)
             loss = F.cross_entropy(logits, y)
             if distiller is not None:
@@ -60,15 +66,17 @@ def retrain_one(ctx: Any, stage: Any, index: int) -> dict[str, float]:
                 loss = kd if getattr(distiller, "replaces_ce", False) else loss + kd
             opt.zero_grad(set_to_none=True)
             loss.backward()
+            ctx.allreduce_grads(child)
             opt.step()
             bar.update(1)
         ckpt.save({"model": child.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                    "torch_rng": torch.get_rng_state()})
         ctx.log.metric("retrain", index=index, epoch=epoch, loss=float(loss.detach()))
     bar.close()
-    eval_split = "test" if ctx.data.spec.test is not None else "archval"
-    acc, loss = accuracy(child, ctx.data.batches(eval_split, shuffle=False, batch_size=ctx.data.eval_batch_size,
-                                                drop_last=False, limit=2 if ctx.smoke else None, device=ctx.device))
+    eval_split = "test" if data.spec.test is not None else "archval"
+    acc, loss = accuracy(child, data.batches(eval_split, shuffle=False, batch_size=data.eval_batch_size,
+                                                drop_last=False, limit=2 if ctx.smoke else None, device=ctx.device,
+                                                shard=False))
     if ctx.run_dir is not None and ctx.dist.is_main:
         save_torch(ctx.run_dir / "retrain" / f"{index}" / "model.pt", {"model": child.state_dict()})
     out = {"test_acc": acc, "test_loss": loss, "epochs": epochs, "split": eval_split, "inherit": stage.inherit}

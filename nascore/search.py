@@ -29,7 +29,7 @@ def evaluate(ctx: Any, evaluator: Any, archs: Sequence[Architecture], origin: st
     """Score ``archs`` with ``evaluator`` and wrap them as candidates (same order)."""
     if evaluator is None:
         raise NascoreError("this selector needs an evaluator", hint="add `evaluator: accuracy` (or another) to the search stage")
-    results = evaluator.score(list(archs), ctx)
+    results = _score_split(ctx, evaluator, list(archs))
     if not isinstance(results, list) or len(results) != len(archs):
         raise PluginError(
             f"evaluator {type(evaluator).__name__}.score returned {type(results).__name__} of "
@@ -40,6 +40,24 @@ def evaluate(ctx: Any, evaluator: Any, archs: Sequence[Architecture], origin: st
         ctx.log.metric("candidate", stage=ctx.stage_key, arch=c.arch_str, score=c.score, macs=c.macs,
                        params=c.params, origin=origin, **{k: v for k, v in c.metrics.items() if isinstance(v, (int, float)) and k not in _RESERVED})
     return cands
+
+
+def _score_split(ctx: Any, evaluator: Any, archs: list[Architecture]) -> Any:
+    """Score ``archs``; in a distributed run each rank scores every world_size-th one, then all gather."""
+    dist = getattr(ctx, "dist", None)
+    if dist is None or not dist.enabled or len(archs) < 2:
+        return evaluator.score(archs, ctx)
+    import torch.distributed as tdist
+
+    world, rank_ = dist.world_size, dist.rank
+    part = evaluator.score(archs[rank_::world], ctx)
+    gathered: list[Any] = [None] * world
+    tdist.all_gather_object(gathered, part)
+    results: list[Any] = [None] * len(archs)
+    for r, chunk in enumerate(gathered):
+        for j, m in enumerate(chunk):
+            results[r + j * world] = m
+    return results
 
 
 def rank(cands: Sequence[Candidate]) -> list[Candidate]:

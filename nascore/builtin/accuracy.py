@@ -61,12 +61,12 @@ class AccuracyEvaluator:
             recal, ev = min(recal, 2), min(ev or 2, 2)
         bn = "stored"
         if cfg.bn_mode == "recalibrate":
-            recalibrate_bn(net, ctx.data.batches("train", epoch=0, limit=recal, device=ctx.device), cfg.bn_momentum)
+            recalibrate_bn(net, ctx.data.batches("train", epoch=0, limit=recal, device=ctx.device, shard=False), cfg.bn_momentum)
         elif cfg.bn_mode == "batch":
             bn = "batch"
         acc, loss = accuracy(
             net, ctx.data.batches(cfg.split, shuffle=False, batch_size=ctx.data.eval_batch_size, drop_last=False,
-                                  limit=ev, device=ctx.device), bn=bn)
+                                  limit=ev, device=ctx.device, shard=False), bn=bn)
         self.evaluations += 1
         return {"acc": acc, "loss": loss}
 
