@@ -143,7 +143,11 @@ class DataBundle:
     def _order(self, split: str, epoch: int, shuffle: bool) -> list[int]:
         idx = self.splits[split] if split != "test" else list(range(len(self.spec.test or [])))  # type: ignore[arg-type]
         if not shuffle:
-            return list(idx)
+            # a fixed order that does not depend on the run, yet mixes classes (datasets are often
+            # stored class by class, and evaluation may read only the first few batches)
+            g = torch.Generator().manual_seed(2654435761 + SPLITS.index(split))
+            perm = torch.randperm(len(idx), generator=g).tolist()
+            return [idx[i] for i in perm]
         g = torch.Generator().manual_seed(self.seed * 1_000_003 + epoch * 7919 + SPLITS.index(split) * 131)
         perm = torch.randperm(len(idx), generator=g).tolist()
         return [idx[i] for i in perm]

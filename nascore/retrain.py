@@ -46,7 +46,11 @@ def retrain_one(ctx: Any, stage: Any, index: int) -> dict[str, float]:
         opt.load_state_dict(saved["optimizer"])
         torch.set_rng_state(saved["torch_rng"])
         start_epoch = int(saved["epoch"])
-    distiller = ctx.build("distiller", stage.distiller, f"stages[{key.split('.')[0]}].distiller") if stage.distiller else None
+    distiller = None
+    if stage.distiller:
+        from nascore.run import _option_path
+
+        distiller = ctx.build("distiller", stage.distiller, _option_path(ctx.cfg, ctx.stage_key, "distiller"))
     if distiller is not None and hasattr(distiller, "bind_student"):
         distiller.bind_student(child)  # feature distillers read the student's internals
     bar = ctx.progress(total=total, initial=start_epoch * spe, desc=f"retrain #{index}")

@@ -72,6 +72,14 @@ class Distiller(Protocol):
     ``loss(student_logits, x, y, arch, ctx, trainer)`` returns the loss the trainer adds to (or
     uses instead of) its own; ``replaces_ce`` says whether the distiller's loss already contains
     the label loss (Cream's ρ-weighted combination does).
+
+    Optional hooks, honoured by :class:`nascore.trainer.SupernetTrainer` and the ``retrain`` stage:
+    ``bind_student(module)`` is called once with the student network before training (feature
+    distillers hook its layers); ``lr_factor(step, total) -> float | None`` is called before every
+    step and, when it returns a number, replaces the runner's learning-rate schedule factor (PWKD's
+    per-stage restarts). Teachers are loaded with :func:`nascore.teacher.load_teacher`.
+    ``state_dict()`` / ``load_state_dict(state)``: a distiller with state of its own (Cream's
+    board and meta-network) is checkpointed and restored with the trainer's state.
     """
 
     replaces_ce: bool

@@ -57,6 +57,17 @@ def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
     return 0.5 * (1.0 + math.cos(math.pi * t))
 
 
+def distiller_lr_factor(distiller: Any, step: int, total: int) -> float | None:
+    """The distiller's own learning-rate factor for ``step`` of ``total``, if it schedules one.
+
+    A distiller may define ``lr_factor(step, total) -> float | None`` (PWKD restarts the learning
+    rate at each stage); ``None`` (or no such method) leaves the runner's own schedule in place.
+    The runner calls it once per step, before that step's loss.
+    """
+    hook = getattr(distiller, "lr_factor", None) if distiller is not None else None
+    return hook(step, total) if hook is not None else None
+
+
 def make_optimizer(params: Any, cfg: TrainerConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "adam":
         return torch.optim.Adam(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -82,7 +93,9 @@ class SupernetTrainer:
 
     Subclasses override :meth:`sample_arch` (which path this step), :meth:`compute_loss` (which
     loss), :meth:`after_step` (bookkeeping such as Cream's board) and :meth:`extra_state` /
-    :meth:`load_extra_state` (what of theirs must survive a kill).
+    :meth:`load_extra_state` (what of theirs must survive a kill). A distiller with state of its
+    own (Cream's board) provides ``state_dict()``/``load_state_dict()``; it is checkpointed with
+    the trainer.
     """
 
     Config = TrainerConfig
@@ -154,6 +167,7 @@ class SupernetTrainer:
             "step": self.step,
             "epoch": self.epoch,
             "extra": self.extra_state(),
+            "distiller": self.distiller.state_dict() if hasattr(self.distiller, "state_dict") else {},
         }
 
     def load_state(self, ctx: "RunContext", state: dict[str, Any]) -> None:
@@ -165,6 +179,8 @@ class SupernetTrainer:
         self.step = int(state["step"])
         self.epoch = int(state["epoch"])
         self.load_extra_state(state.get("extra", {}))
+        if state.get("distiller") and hasattr(self.distiller, "load_state_dict"):
+            self.distiller.load_state_dict(state["distiller"])
 
     def fit(self, ctx: "RunContext") -> None:
         """Train for the configured epochs, resuming from this stage's checkpoint if any."""
@@ -172,6 +188,9 @@ class SupernetTrainer:
         self.rng = random.Random(ctx.stage_seed("sampler"))
         torch.manual_seed(ctx.stage_seed("torch"))
         self.distiller = ctx.distiller
+        bind = getattr(self.distiller, "bind_student", None)
+        if bind is not None:  # distillers that read the student's internals (feature KD)
+            bind(net)
         self.setup(ctx)
         self.optimizer = make_optimizer(self.parameters(ctx), self.cfg)
         spe, epochs = self.steps_per_epoch(ctx), self.epochs(ctx)
@@ -210,10 +229,11 @@ class SupernetTrainer:
         arch = self.sample_arch(ctx)
         ctx.check_same_arch(arch)
         net.set_active(arch)
+        factor = distiller_lr_factor(self.distiller, self.step, total)
+        if factor is None:
+            factor = lr_factor(self.step, total, self.cfg.schedule, self.cfg.warmup_steps)
         for group in opt.param_groups:
-            group["lr"] = group.setdefault("initial_lr", group["lr"]) * lr_factor(
-                self.step, total, self.cfg.schedule, self.cfg.warmup_steps
-            )
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
         opt.zero_grad(set_to_none=True)
         loss, logits = self.compute_loss(ctx, x, y, arch)
         if not torch.isfinite(loss):
