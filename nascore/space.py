@@ -26,6 +26,7 @@ import copy
 import itertools
 import math
 import random
+from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -402,7 +403,7 @@ class Supernet(nn.Module):
             space = self.space
             self.space = None  # type: ignore[assignment]  # do not deep-copy the space
             try:
-                child = copy.deepcopy(self)
+                child = clone_module(self)
             finally:
                 self.space = space
         finally:
@@ -415,6 +416,76 @@ class Supernet(nn.Module):
         if not inherit:
             Supernet.reset_parameters(child)
         return child
+
+
+_EMPTY_DICT_TYPES = (dict, OrderedDict)
+_ATOMIC = (type(None), bool, int, float, str)
+
+
+def _clone_tensor(t: torch.Tensor | None, memo: dict[int, Any]) -> torch.Tensor | None:
+    """deepcopy of a parameter or buffer; plain buffers (BN statistics) take a cheap path.
+
+    (The cheap path clones storage per tensor: two distinct buffers aliasing one storage without
+    being views would come out unshared, where deepcopy keeps them shared. Views take deepcopy.)
+    """
+    if t is None:
+        return None
+    if id(t) in memo:
+        return memo[id(t)]
+    if (type(t) is torch.Tensor and t._base is None and not t.requires_grad and t.grad is None
+            and not t.__dict__):
+        new = t.clone(memory_format=torch.preserve_format)
+        memo[id(t)] = new
+        return new
+    return copy.deepcopy(t, memo)
+
+
+def _plain_module_type(cls: type) -> bool:
+    """Does ``cls`` deep-copy like ``nn.Module`` (its ``__dict__`` as state, then ``__setstate__``)?"""
+    return (
+        getattr(cls, "__deepcopy__", None) is None
+        and cls.__reduce_ex__ is nn.Module.__reduce_ex__
+        and cls.__reduce__ is nn.Module.__reduce__
+        and cls.__getstate__ is nn.Module.__getstate__
+    )
+
+
+def clone_module(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Module:
+    """``copy.deepcopy(module)``, several times faster (child builds are on the search path).
+
+    Same result as deepcopy (shared modules/tensors stay shared, parameters and buffers are
+    cloned, other attributes deep-copied, then ``__setstate__``), but a module's bookkeeping dicts
+    are handled directly: empty hook dicts are recreated instead of going through the generic
+    pickling protocol, which is what dominated the time. Module types with their own
+    ``__deepcopy__``/``__getstate__``/``__reduce__`` fall back to ``copy.deepcopy``.
+    """
+    memo = {} if memo is None else memo
+    if id(module) in memo:
+        return memo[id(module)]
+    cls = type(module)
+    if not _plain_module_type(cls):
+        return copy.deepcopy(module, memo)
+    new = cls.__new__(cls)
+    memo[id(module)] = new
+    state: dict[str, Any] = {}
+    for key, value in module.__dict__.items():
+        if key == "_compiled_call_impl":
+            continue
+        if key == "_modules":
+            state[key] = type(value)(
+                (n, None if m is None else clone_module(m, memo)) for n, m in value.items())
+        elif key in ("_parameters", "_buffers"):
+            state[key] = type(value)((n, _clone_tensor(t, memo)) for n, t in value.items())
+        elif type(value) in _ATOMIC or (type(value) is tuple and all(type(v) in _ATOMIC for v in value)):
+            state[key] = value  # what deepcopy returns for these
+        elif type(value) is set and all(type(v) in _ATOMIC for v in value):
+            state[key] = set(value)  # _non_persistent_buffers_set (deepcopy's path is slow for sets)
+        elif type(value) in _EMPTY_DICT_TYPES and not value:
+            state[key] = type(value)()
+        else:
+            state[key] = copy.deepcopy(value, memo)
+    new.__setstate__(state)
+    return new
 
 
 def count_params(module: nn.Module) -> int:
