@@ -86,9 +86,14 @@ class SearchSpace:
 
     def size(self) -> int:
         """Number of architectures (valid ones, exactly, when the space is small enough)."""
+        key = self.allowed
+        cached = self.__dict__.get("_size_cache")
+        if cached is not None and cached[0] == key:
+            return cached[1]
         total = math.prod(len(a) for a in self.allowed)
         if total <= 200_000 and type(self).is_valid is not SearchSpace.is_valid:
-            return sum(1 for _ in self.enumerate())
+            total = sum(1 for _ in self.enumerate())
+        self._size_cache = (key, total)
         return total
 
     def decision_index(self, key: int | str) -> int:
@@ -135,15 +140,23 @@ class SearchSpace:
 
     def mutate(self, arch: Architecture, p: float, rng: random.Random) -> Architecture:
         """Redraw each decision with probability ``p`` (the SPOS mutation)."""
-        ops = list(arch.ops)
-        for i, allowed in enumerate(self.allowed):
-            if rng.random() < p:
-                ops[i] = allowed[rng.randrange(len(allowed))]
-        return Architecture(ops)
+        for _ in range(100):  # redraw until valid (cells whose output is cut off are not)
+            ops = list(arch.ops)
+            for i, allowed in enumerate(self.allowed):
+                if rng.random() < p:
+                    ops[i] = allowed[rng.randrange(len(allowed))]
+            child = Architecture(ops)
+            if self.is_valid(child):
+                return child
+        return arch
 
     def crossover(self, a: Architecture, b: Architecture, rng: random.Random) -> Architecture:
         """Take each decision from either parent with probability 1/2."""
-        return Architecture([x if rng.random() < 0.5 else y for x, y in zip(a.ops, b.ops)])
+        for _ in range(100):
+            child = Architecture([x if rng.random() < 0.5 else y for x, y in zip(a.ops, b.ops)])
+            if self.is_valid(child):
+                return child
+        return a
 
     def enumerate(self) -> Iterator[Architecture]:
         """Every valid architecture of the (restricted) space, in a fixed order."""
@@ -343,6 +356,9 @@ class Supernet(nn.Module):
 
     def forward(self, x: torch.Tensor, arch: Architecture | None = None) -> torch.Tensor:
         if arch is not None:
+            if self.is_child and arch != self._active:
+                raise ArchitectureError("a child runs only the architecture it was built for",
+                                        hint="build another child with supernet.child(arch)")
             self.set_active(arch)
         return self.forward_path(x)
 
