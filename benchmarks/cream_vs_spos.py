@@ -1,0 +1,127 @@
+"""Cream vs SPOS at the same budget on the tiny_chain / mnist5k test bed.
+
+For each seed, every method trains a supernet with the same optimiser, batches and steps
+(``ranking_rows/cream.py``: EPOCHS x 50 steps, SGD lr 0.1 cosine), then picks its final
+architecture under a MACs limit:
+
+* ``spos``       uniform single-path training (``spos`` trainer, or ``single_path`` without
+                 nascore-spos) + the core ``evolution`` selector with the ``accuracy`` evaluator;
+* ``in-range``   ablation: the ``cream`` trainer with warm-up = the whole run, i.e. Cream's sampler
+                 (uniform inside the MACs range) but no board and no distillation, + ``evolution``;
+* ``cream``      the ``cream`` trainer (paper semantics) + the ``board`` selector (re-scored);
+* ``cream-code`` the same with ``compat: cream-code`` (the official code's quirks).
+
+Reported per method (mean over seeds, per-seed in brackets): the ground-truth (standalone, test bed
+fixture) accuracy of the final architecture and its rank among the feasible architectures; Kendall
+tau between the supernet's accuracy (BN recalibrated) and the ground truth over all 81 architectures
+and over the feasible ones; for Cream, the mean ground truth of the board vs of all feasible
+architectures; and the training wall time. The paper claims better-trained subnets; whatever this
+prints is what we measured.
+
+    python benchmarks/cream_vs_spos.py                    # 2 seeds, ~2 min CPU (one thread)
+    python benchmarks/cream_vs_spos.py --seeds 0 1 2 3 --epochs 20 --macs-max 8e5
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent / "ranking_rows"))
+import cream as rows  # noqa: E402  (benchmarks/ranking_rows/cream.py)
+
+from nascore.testbed import align, kendall_tau, load_testbed  # noqa: E402
+
+EVAL = {"name": "accuracy", "options": {"recal_batches": 20}}
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--epochs", type=int, default=rows.EPOCHS)
+    ap.add_argument("--macs-max", type=float, default=7e5, help="MACs limit of the final architecture")
+    ap.add_argument("--methods", nargs="+", default=["spos", "in-range", "cream", "cream-code"],
+                    choices=["spos", "in-range", "cream", "cream-code"])
+    return ap.parse_args(argv)
+
+
+def run_method(method: str, seed: int, epochs: int, macs_max: float, reg: Any) -> dict[str, Any]:
+    constraint = {"macs_max": macs_max}
+    evolution = {"kind": "search", "selector": {"name": "evolution", "options": {
+        "population": 20, "generations": 5, "top_k": 5, "mutations": 10, "crossovers": 10}}, "evaluator": EVAL}
+    if method == "spos":
+        train, search = rows.spos_stage(reg, epochs), evolution
+    elif method == "in-range":
+        train, search = rows.cream_stage(epochs, warmup_epochs=epochs), evolution
+    else:
+        train = rows.cream_stage(epochs, **({"compat": "cream-code"} if method == "cream-code" else {}))
+        search = {"kind": "search", "selector": "board", "evaluator": EVAL}
+    t0 = time.time()
+    ctx = rows.train_supernet(train, seed, constraint=constraint, extra_stages=[search], reg=reg)
+    wall = ctx.state["timings"]
+    out: dict[str, Any] = {"final": ctx.candidates[0].arch_str, "train_s": wall["0"], "search_s": wall["1"]}
+    scores = rows.score_all(ctx)
+    out["total_s"] = time.time() - t0
+    out["scores"] = scores
+    board = ctx.state.get("cream_board")
+    out["board"] = [e["arch"] for e in board["entries"]] if board else []
+    return out
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    torch.set_num_threads(1)
+    truth, macs = load_testbed(), load_testbed(metric="macs")
+    feasible = [a for a in truth if macs[a] <= args.macs_max]
+    ranked = sorted(feasible, key=lambda a: -truth[a])
+    reg = rows.registry()
+    spos_trainer = rows.spos_name(reg)
+    print(f"tiny_chain / mnist5k, {args.epochs} epochs x 50 steps, MACs <= {args.macs_max:.3g} "
+          f"({len(feasible)} of {len(truth)} archs feasible; best feasible {ranked[0]} = {truth[ranked[0]]:.2f}%, "
+          f"mean {statistics.mean(truth[a] for a in feasible):.2f}%); SPOS trainer: {spos_trainer}; "
+          f"test-bed seed-to-seed tau (noise ceiling): 0.727")
+    results: dict[str, list[dict[str, Any]]] = {m: [] for m in args.methods}
+    for seed in args.seeds:
+        for m in args.methods:
+            r = run_method(m, seed, args.epochs, args.macs_max, reg)
+            p, g = align(r["scores"], truth)
+            r["tau"] = kendall_tau(p, g)
+            pf, gf = align({a: r["scores"][a] for a in feasible}, truth)
+            r["tau_feasible"] = kendall_tau(pf, gf)
+            r["gt"] = truth[r["final"]]
+            r["rank"] = ranked.index(r["final"]) + 1 if r["final"] in ranked else -1
+            r["board_gt"] = statistics.mean(truth[a] for a in r["board"]) if r["board"] else float("nan")
+            results[m].append(r)
+            print(f"  seed {seed} {m:<10} final {r['final']:<24} GT {r['gt']:6.2f}% (rank {r['rank']:>2}/{len(ranked)})"
+                  f"  tau {r['tau']:.3f}  tau(feasible) {r['tau_feasible']:.3f}  train {r['train_s']:.1f}s", flush=True)
+
+    def col(m: str, key: str, fmt: str) -> str:
+        vals = [r[key] for r in results[m]]
+        return f"{statistics.mean(vals):{fmt}} [" + " ".join(f"{v:{fmt}}" for v in vals) + "]"
+
+    header = ("method", "final GT acc %", "final rank", "tau (81)", "tau (feasible)", "board mean GT %", "train s")
+    table = [header]
+    for m in args.methods:
+        table.append((m, col(m, "gt", ".2f"), col(m, "rank", ".1f"), col(m, "tau", ".3f"), col(m, "tau_feasible", ".3f"),
+                      col(m, "board_gt", ".2f") if m.startswith("cream") else "-", col(m, "train_s", ".1f")))
+    widths = [max(len(r[i]) for r in table) for i in range(len(header))]
+    print()
+    for i, r in enumerate(table):
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip())
+        if i == 0:
+            print("  ".join("-" * w for w in widths))
+    if "spos" in results:
+        base = statistics.mean(r["tau"] for r in results["spos"])
+        for m in args.methods:
+            if m != "spos":
+                print(f"tau ratio {m} / spos: {statistics.mean(r['tau'] for r in results[m]) / base:.3f}")
+
+
+if __name__ == "__main__":
+    main()
