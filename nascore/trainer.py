@@ -142,6 +142,13 @@ class SupernetTrainer:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`."""
 
+    def clear_inactive_grads(self, ctx: "RunContext", arch: Architecture) -> None:
+        """Set the gradient of every parameter of an unused candidate to None before the step, so
+        the optimizer skips it (no momentum, no weight decay). Trainers whose supernet does not
+        change during ``fit`` may override this with a cached version (it runs every step)."""
+        for p in ctx.supernet.inactive_parameters(arch):
+            p.grad = None
+
     def parameters(self, ctx: "RunContext") -> Any:
         """What the optimizer updates (default: every supernet parameter)."""
         return ctx.supernet.parameters()
@@ -249,8 +256,7 @@ class SupernetTrainer:
             )
         loss.backward()
         if self.cfg.null_inactive_grads:
-            for p in net.inactive_parameters(arch):
-                p.grad = None
+            self.clear_inactive_grads(ctx, arch)
         ctx.allreduce_grads(net)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], self.cfg.grad_clip)
