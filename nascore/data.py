@@ -63,10 +63,16 @@ class RandomLabels(Dataset):
         return x, int(self.labels[i])
 
 
-def split_indices(n: int, fractions: dict[str, float], seed: int) -> dict[str, list[int]]:
-    """Seeded split of ``range(n)``: ``fractions`` for val/archval, the rest is train."""
+def split_indices(n: int, fractions: dict[str, float], seed: int, limit: int | None = None) -> dict[str, list[int]]:
+    """Seeded split of ``range(n)``: ``fractions`` for val/archval, the rest is train.
+
+    ``limit`` keeps a seeded random subset of that size (never the first items: datasets are
+    often stored class by class).
+    """
     g = torch.Generator().manual_seed(int(seed) + 7919)
     perm = torch.randperm(n, generator=g).tolist()
+    if limit is not None and limit < n:
+        perm, n = perm[:limit], limit
     out: dict[str, list[int]] = {}
     start = 0
     for name in ("val", "archval"):

@@ -197,12 +197,14 @@ class RunContext:
     def _build_data(self) -> None:
         spec = self.build("dataset", self.cfg.dataset, "dataset")
         dc = self.cfg.data
-        n = len(spec.train)
+        total = len(spec.train)
+        n = total
         if dc.limit:
             n = min(n, dc.limit)
         if self.smoke:
             n = min(n, 512)
-        splits = split_indices(n, {"val": dc.val_fraction, "archval": dc.archval_fraction}, self.cfg.seed)
+        splits = split_indices(total, {"val": dc.val_fraction, "archval": dc.archval_fraction}, self.cfg.seed,
+                               limit=n)
         bs = dc.batch_size
         if bs % self.dist.world_size:
             raise NascoreError(
