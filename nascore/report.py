@@ -71,7 +71,8 @@ def make_plots(run_dir: Path) -> list[Path]:
     plt = _plt()
     written: list[Path] = []
 
-    cands = [m for m in metrics if m.get("kind") == "candidate"]
+    cands = [m for m in metrics if m.get("kind") == "candidate"
+             and isinstance(m.get("macs"), (int, float)) and isinstance(m.get("score"), (int, float))]
     if cands:
         fig, ax = plt.subplots(figsize=(6.4, 4.2))
         xs = [c["macs"] for c in cands]

@@ -517,11 +517,13 @@ def open_run(
     cfg, options = validate(data, registry, source=source)
     if run_dir is not None and not resume and DistInfo().is_main:
         prepare_run_dir(run_dir, resolved_dict(cfg, options), overwrite=overwrite)
-        if overwrite:
-            for f in ("state.json", "results.json", "metrics.jsonl"):
+        if overwrite:  # nothing of the previous run may leak into this one
+            import shutil
+
+            for f in ("state.json", "results.json", "metrics.jsonl", "splits.json", "report.html"):
                 (run_dir / f).unlink(missing_ok=True)
-            for f in (run_dir / "checkpoints").glob("*.pt") if (run_dir / "checkpoints").exists() else []:
-                f.unlink()
+            for sub in ("checkpoints", "export", "retrain", "plots"):
+                shutil.rmtree(run_dir / sub, ignore_errors=True)
     ctx = RunContext(cfg, options, registry, run_dir, smoke=smoke, quiet=quiet)
     if run_dir is not None:
         if resume:
