@@ -7,5 +7,8 @@ DEFAULT_PLUGINS = (
     "nascore.builtin.evaluators",
     "nascore.builtin.accuracy",
     "nascore.builtin.selectors",
+    "nascore.builtin.evolution",
+    "nascore.builtin.regularized",
+    "nascore.builtin.angle",
     "nascore.builtin.distillers",
 )

@@ -1,0 +1,84 @@
+"""RLNAS on the tiny test bed: a SPOS supernet on real or random labels, scored by angle or accuracy.
+
+Shared by the ranking tests (Kendall tau against the shipped standalone ground truth,
+``nascore.testbed``) and ``benchmarks/ranking_rows/angle.py``. Everything is seeded: the same
+arguments give the same scores. The supernet budget matches the SPOS rows (``nascore_spos.ranking``):
+10 epochs of mnist5k at batch 64, SPOS code defaults (linear decay from lr 0.1, label smoothing 0.1).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+DEFAULT_EPOCHS = 10
+DEFAULT_LR = 0.1
+
+
+def testbed_config(seed: int = 0, random_labels: bool = False, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
+                   **trainer_options: Any) -> dict[str, Any]:
+    """A run config that trains a SPOS (uniform) supernet on tiny_chain / mnist5k."""
+    return {
+        "name": f"rlnas-testbed-{'random' if random_labels else 'real'}-{seed}",
+        "seed": seed,
+        "device": "cpu",
+        "space": {"name": "tiny_chain"},
+        "dataset": {"name": "mnist5k"},
+        "data": {"batch_size": 64, "random_labels": random_labels},
+        "stages": [{"kind": "train", "trainer": {"name": "spos", "options": {
+            "sampler": "uniform", "epochs": epochs, "lr": lr, **trainer_options}}}],
+    }
+
+
+def train_supernet(seed: int = 0, random_labels: bool = False, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
+                   **trainer_options: Any) -> Any:
+    """Train the supernet in memory (no run folder); returns the RunContext (W0 in ``initial_weights``)."""
+    import nascore_spos.plugin as spos_plugin
+
+    import nascore_rlnas.plugin as rlnas_plugin
+    from nascore.registry import build_registry
+    from nascore.run import open_run, run_pipeline
+
+    reg = build_registry(load_entry_points=False, extra=[(spos_plugin, "spos"), (rlnas_plugin, "rlnas")])
+    ctx = open_run(testbed_config(seed, random_labels, epochs, lr, **trainer_options), run_dir=None, registry=reg,
+                   quiet=True)
+    run_pipeline(ctx)
+    ctx.stage_key = "rank"
+    return ctx
+
+
+@lru_cache(maxsize=4)
+def _trained(seed: int, random_labels: bool, epochs: int, lr: float) -> Any:
+    return train_supernet(seed, random_labels, epochs, lr)
+
+
+def angle_scores(ctx: Any, **options: Any) -> dict[str, float]:
+    """``{arch: angle}`` of every path of ``ctx.space`` (reads no data); ``options``: AngleConfig."""
+    from nascore.builtin.angle import AngleConfig, AngleEvaluator
+
+    archs = list(ctx.space.enumerate())
+    ev = AngleEvaluator(AngleConfig(**options))
+    return {ctx.space.format(a): m["angle"] for a, m in zip(archs, ev.score(archs, ctx))}
+
+
+def accuracy_scores(ctx: Any, recal_batches: int = 20) -> dict[str, float]:
+    """``{arch: accuracy}`` on the archval split (REAL labels) after BN recalibration."""
+    from nascore.builtin.accuracy import AccuracyConfig, AccuracyEvaluator
+
+    ev = AccuracyEvaluator(AccuracyConfig(recal_batches=recal_batches), ctx)
+    archs = list(ctx.space.enumerate())
+    return {ctx.space.format(a): m["acc"] for a, m in zip(archs, ev.score(archs, ctx))}
+
+
+def proxy_scores(metric: str, seed: int = 0, random_labels: bool = False, *, epochs: int = DEFAULT_EPOCHS,
+                 lr: float = DEFAULT_LR) -> dict[str, float]:
+    """``metric`` of all 81 test-bed paths: ``angle``, ``angle_ops`` (the angle of the chosen ops'
+    weights only, fixed layers left out) or ``accuracy``; the supernet is cached per process."""
+    ctx = _trained(seed, random_labels, epochs, lr)
+    if metric == "angle":
+        return angle_scores(ctx)
+    if metric == "angle_ops":
+        return angle_scores(ctx, fixed=False)
+    if metric == "accuracy":
+        return accuracy_scores(ctx)
+    raise ValueError(f"metric must be angle, angle_ops or accuracy, got {metric!r}")
