@@ -103,3 +103,17 @@ def test_same_seed_same_result_different_seed_different_order(tmp_path):
     a = run_config(tiny_config(stages=stages), tmp_path / "a").candidates
     b = run_config(tiny_config(stages=stages), tmp_path / "b").candidates
     assert [(c.arch_str, c.score) for c in a] == [(c.arch_str, c.score) for c in b]
+
+
+def test_nan_loss_can_skip_the_batch_when_the_config_says_so(tmp_path):
+    from nascore.testing import make_context
+    from nascore.trainer import SupernetTrainer, TrainerConfig, make_optimizer
+
+    ctx = make_context(tiny_config(), run_dir=None)
+    tr = SupernetTrainer(TrainerConfig(on_nan="skip"), ctx)
+    tr.optimizer = make_optimizer(ctx.supernet.parameters(), tr.cfg)
+    x, y = next(ctx.data.batches("train"))
+    before = {n: p.detach().clone() for n, p in ctx.supernet.named_parameters()}
+    out = tr.train_step(ctx, x * float("nan"), y, total=10)
+    assert out == {"skipped": 1.0} and tr.step == 1
+    assert all(torch.equal(before[n], p) for n, p in ctx.supernet.named_parameters())

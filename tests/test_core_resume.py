@@ -70,6 +70,51 @@ def test_sigkill_mid_training_then_resume_gives_the_same_result(tmp_path):
     assert _results(victim) == _results(tmp_path / "ref")
 
 
+SEARCH_CONFIG = dict(CONFIG, stages=[
+    {"kind": "train", "trainer": {"name": "single_path", "options": {"epochs": 1, "steps_per_epoch": 6}}},
+    {"kind": "search", "selector": {"name": "evolution", "options": {
+        "population": 8, "generations": 6, "top_k": 3, "mutations": 4, "crossovers": 4}},
+     "evaluator": {"name": "accuracy", "options": {"recal_batches": 2, "eval_batches": 2}}},
+])
+
+
+def _kill_when(cmd, run_dir, ready, tmp_path):
+    proc = subprocess.Popen(cmd, env=_env(), cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    killed = False
+    while time.time() < deadline and proc.poll() is None:
+        if ready(run_dir):
+            proc.send_signal(signal.SIGKILL)
+            killed = True
+            break
+        time.sleep(0.01)
+    proc.wait(timeout=30)
+    return killed
+
+
+def _in_search(run_dir: Path) -> bool:
+    try:
+        state = json.loads((run_dir / "state.json").read_text())
+    except (FileNotFoundError, json.JSONDecodeError):
+        return False
+    gens = state.get("evolution", {}).get("1", {})
+    return "0" in state.get("completed", []) and bool(gens)
+
+
+def test_sigkill_mid_search_then_resume_gives_the_same_result(tmp_path):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text(yaml.safe_dump(SEARCH_CONFIG))
+    ref = _run(["run", str(cfg), "--out", str(tmp_path / "ref"), "--quiet"], tmp_path)
+    assert ref.returncode == 0, ref.stderr
+    victim = tmp_path / "victim"
+    cmd = [sys.executable, "-m", "nascore", "run", str(cfg), "--out", str(victim), "--quiet"]
+    assert _kill_when(cmd, victim, _in_search, tmp_path), "the search finished before it could be killed"
+    assert not (victim / "results.json").exists() or "1" not in json.loads((victim / "state.json").read_text())["completed"]
+    resumed = _run(["resume", str(victim), "--quiet"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr
+    assert _results(victim) == _results(tmp_path / "ref")
+
+
 def test_resume_of_a_finished_run_is_a_no_op_and_a_second_run_is_refused(tmp_path):
     cfg = tmp_path / "cfg.yaml"
     quick = dict(CONFIG, stages=[{"kind": "train", "trainer": {"name": "single_path",
