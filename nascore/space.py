@@ -26,6 +26,7 @@ import copy
 import itertools
 import math
 import random
+import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any
@@ -314,6 +315,9 @@ class ChoiceLayer(nn.Module):
         return sum(w * o for w, o in zip(self.mix_weights, outs))
 
 
+_CANDIDATE_PARAMS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+
+
 class Supernet(nn.Module):
     """Base of every supernet: binds :class:`ChoiceLayer` s to decisions (see module docstring).
 
@@ -366,15 +370,34 @@ class Supernet(nn.Module):
         raise NotImplementedError
 
     # -- parameters --------------------------------------------------------------------------
-    def _inactive_ids(self, arch: Architecture) -> set[int]:
-        ids: set[int] = set()
-        for i, opt in enumerate(arch.ops):
-            chosen = set(option_members(opt))
-            for layer in self.choice_layers(i):
-                for name, mod in layer.candidates.items():
+    def candidate_parameters(self) -> list[list[dict[str, tuple[nn.Parameter, ...]]]]:
+        """Per decision, per bound choice layer: ``{op: its parameters}``.
+
+        Built once per supernet (its modules never change after construction; weights are loaded in
+        place), because walking the module tree every training step costs milliseconds on a
+        20-layer supernet. Kept outside the module so that children do not copy it.
+        """
+        cached = _CANDIDATE_PARAMS.get(self)
+        if cached is None:
+            cached = [
+                [{op: tuple(mod.parameters()) for op, mod in layer.candidates.items()} for layer in self.choice_layers(i)]
+                for i in range(len(self._bindings))
+            ]
+            _CANDIDATE_PARAMS[self] = cached
+        return cached
+
+    def _inactive(self, arch: Architecture) -> list[nn.Parameter]:
+        out: list[nn.Parameter] = []
+        for opt, layers in zip(arch.ops, self.candidate_parameters()):
+            chosen = option_members(opt)
+            for layer in layers:
+                for name, params in layer.items():
                     if name not in chosen:
-                        ids.update(id(p) for p in mod.parameters())
-        return ids
+                        out.extend(params)
+        return out
+
+    def _inactive_ids(self, arch: Architecture) -> set[int]:
+        return {id(p) for p in self._inactive(arch)}
 
     def active_parameters(self, arch: Architecture) -> list[tuple[str, nn.Parameter]]:
         """``(name, param)`` of the path, in ``named_parameters()`` order (the documented order)."""
@@ -382,8 +405,8 @@ class Supernet(nn.Module):
         return [(n, p) for n, p in self.named_parameters() if id(p) not in inactive]
 
     def inactive_parameters(self, arch: Architecture) -> list[nn.Parameter]:
-        inactive = self._inactive_ids(arch)
-        return [p for p in self.parameters() if id(p) in inactive]
+        """Parameters of the candidates ``arch`` does not use (cleared before each step)."""
+        return list({id(p): p for p in self._inactive(arch)}.values())
 
     def snapshot(self) -> dict[str, torch.Tensor]:
         """A detached copy of every weight and buffer (W0 for angles, clones for tree search)."""

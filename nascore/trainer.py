@@ -144,8 +144,8 @@ class SupernetTrainer:
 
     def clear_inactive_grads(self, ctx: "RunContext", arch: Architecture) -> None:
         """Set the gradient of every parameter of an unused candidate to None before the step, so
-        the optimizer skips it (no momentum, no weight decay). Trainers whose supernet does not
-        change during ``fit`` may override this with a cached version (it runs every step)."""
+        the optimizer skips it (no momentum, no weight decay). Cheap: the supernet caches its
+        per-op parameter lists."""
         for p in ctx.supernet.inactive_parameters(arch):
             p.grad = None
 

@@ -455,15 +455,15 @@ class EnsembleSupernet(Supernet):
                 chosen[s + i].update(option_members(opt))
         return chosen
 
-    def _inactive_ids(self, arch: Architecture) -> set[int]:
+    def _inactive(self, arch: Architecture) -> list[nn.Parameter]:
         """Candidates no member uses (a layer's op is active if the trunk or any branch runs it)."""
-        ids: set[int] = set()
-        for j, chosen in enumerate(self._chosen(arch)):
-            for layer in self.base.choice_layers(j):
-                for name, mod in layer.candidates.items():
+        out: list[nn.Parameter] = []
+        for chosen, layers in zip(self._chosen(arch), self.base.candidate_parameters()):
+            for layer in layers:
+                for name, params in layer.items():
                     if name not in chosen:
-                        ids.update(id(p) for p in mod.parameters())
-        return ids
+                        out.extend(params)
+        return out
 
     # -- children --------------------------------------------------------------------------------
     def _pick(self, path: str, dec: int | None, option: Option | None) -> nn.Module:

@@ -131,11 +131,9 @@ class SposTrainer(SupernetTrainer):
         self.fallbacks = 0
         self.samples = 0
         self.cycles = 0
-        self._op_params: list[list[dict[str, tuple[torch.nn.Parameter, ...]]]] | None = None
 
     # -- setup -------------------------------------------------------------------------------
     def setup(self, ctx: "RunContext") -> None:
-        self._op_params = None
         if self.cfg.sampler == "flops_binned":
             self.edges = self.bin_edges(ctx)
             self.bin_hits = [0] * (len(self.edges) - 1)
@@ -160,16 +158,8 @@ class SposTrainer(SupernetTrainer):
 
     # -- clearing the gradients of unused ops -------------------------------------------------
     def op_params(self, ctx: "RunContext") -> list[list[dict[str, tuple[torch.nn.Parameter, ...]]]]:
-        """Per decision, per bound choice layer: ``{op: its parameters}``, built once per ``fit``
-        (the supernet's modules do not change during training). Walking the module tree every
-        step instead costs milliseconds on a 20-layer supernet."""
-        if self._op_params is None:
-            net = ctx.supernet
-            self._op_params = [
-                [{op: tuple(mod.parameters()) for op, mod in layer.candidates.items()} for layer in net.choice_layers(i)]
-                for i in range(len(ctx.space.decisions))
-            ]
-        return self._op_params
+        """Per decision, per bound choice layer: ``{op: its parameters}`` (cached by the supernet)."""
+        return ctx.supernet.candidate_parameters()
 
     def unused_params(self, ctx: "RunContext", archs: list[Architecture]) -> list[torch.nn.Parameter]:
         """Parameters of the candidates that none of ``archs`` uses (same set as the supernet's
@@ -183,10 +173,6 @@ class SposTrainer(SupernetTrainer):
                     if op not in chosen:
                         out.extend(p for p in params if used is None or id(p) not in used)
         return out
-
-    def clear_inactive_grads(self, ctx: "RunContext", arch: Architecture) -> None:
-        for p in self.unused_params(ctx, [arch]):
-            p.grad = None
 
     def parameters(self, ctx: "RunContext") -> Any:
         if not self.cfg.decay_only_weights:
