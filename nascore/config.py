@@ -142,6 +142,9 @@ class RunConfig(BaseModel):
     stages: list[Stage] = Field(min_length=1)
     checkpoint_every: int = Field(50, gt=0, description="training steps between checkpoints")
     log_every: int = Field(10, gt=0)
+    tensorboard: bool | None = Field(
+        None, description="mirror metrics.jsonl as TensorBoard event files in the run folder; "
+        "null: when the tensorboard package is installed (pip install 'nascore[tensorboard]')")
 
 
 def _loc(loc: tuple) -> str:
@@ -293,6 +296,12 @@ def validate(data: dict[str, Any], registry: Any, source: str = "config") -> tup
             options[path] = comp.config.model_validate(ref.options)
         except ValidationError as e:
             problems.extend(format_pydantic(e, prefix=f"{path}.options"))
+    if cfg.tensorboard:
+        from nascore.tblog import available
+
+        if not available():
+            problems.append("tensorboard: the tensorboard package is not installed (got true) — "
+                            "pip install 'nascore[tensorboard]', or set tensorboard: null to write only when installed")
     if problems:
         raise ConfigError(problems, source=source)
     return cfg, options

@@ -34,7 +34,7 @@ from typing import Any
 import torch
 import yaml
 
-from nascore import __version__
+from nascore import __version__, tblog
 from nascore.arch import Architecture, Candidate
 from nascore.config import (
     ExportStage, LoopStage, Ref, RetrainStage, RunConfig, SearchStage, TrainStage, resolved_dict, validate,
@@ -70,9 +70,17 @@ class DistInfo:
 class MetricsLog:
     """``metrics.jsonl``: one JSON object per line, flushed at once (rank 0 only)."""
 
-    def __init__(self, path: Path | None, enabled: bool = True) -> None:
+    def __init__(self, path: Path | None, enabled: bool = True, tensorboard: bool = False,
+                 config_text: str | None = None) -> None:
         self.path = path
         self.enabled = enabled and path is not None
+        self.tb = None
+        if self.enabled and path is not None and tensorboard:  # mirror every record as TensorBoard scalars
+            from nascore.tblog import TensorBoardSink
+
+            resumed = path.exists() and path.stat().st_size > 0
+            self.tb = TensorBoardSink(path.parent, existing=path if resumed else None,
+                                      config_text=None if resumed else config_text)
         self._f = open(path, "a", buffering=1) if self.enabled and path else None  # noqa: SIM115
         self._t0 = time.time()
 
@@ -81,6 +89,8 @@ class MetricsLog:
             return
         record = {"time": round(time.time() - self._t0, 3), **record}
         self._f.write(json.dumps(record, default=float) + "\n")
+        if self.tb is not None:
+            self.tb.write(record)
 
     def metric(self, kind: str, **values: Any) -> None:
         self._write({"kind": kind, **values})
@@ -92,6 +102,9 @@ class MetricsLog:
         if self._f is not None:
             self._f.close()
             self._f = None
+        if self.tb is not None:
+            self.tb.close()
+            self.tb = None
 
 
 class Checkpoints:
@@ -159,7 +172,11 @@ class RunContext:
         self.dist = DistInfo()
         self.device = self._device(cfg.device)
         self.stage_key = "setup"
-        self.log = MetricsLog(self.run_dir / "metrics.jsonl" if self.run_dir else None, enabled=self.dist.is_main)
+        self.log = MetricsLog(
+            self.run_dir / "metrics.jsonl" if self.run_dir else None, enabled=self.dist.is_main,
+            tensorboard=tblog.resolve(cfg.tensorboard) and self.dist.is_main,
+            config_text=(self.run_dir / "config.yaml").read_text() if self.run_dir and (self.run_dir / "config.yaml").exists() else None,
+        )
         self.state: dict[str, Any] = {"version": STATE_VERSION, "completed": [], "candidates": [], "loop_done": {}}
         self.candidates: list[Candidate] = []
         self.distiller: Any = None
@@ -296,6 +313,12 @@ class RunContext:
         macs, params = self.cost.cost(arch)
         return Candidate(arch, self.space.format(arch), float(score), macs, params, dict(metrics or {}), origin)
 
+    def log_space(self, stage: str, round: int | None = None) -> None:
+        """Log the current search space (``event: space``); shrinking selectors call it after each
+        round so that ``plots/space.png`` shows what each round removed."""
+        extra = {} if round is None else {"round": round}
+        self.log.event("space", stage=stage, **extra, size=self.space.size(), allowed=self.space.allowed_json())
+
     def progress(self, total: int | None = None, desc: str = "", initial: int = 0) -> Any:
         """A tqdm progress bar; silent when quiet, not a terminal, or not rank 0."""
         from tqdm.auto import tqdm
@@ -423,6 +446,8 @@ def run_pipeline(ctx: RunContext) -> list[Candidate]:
     cfg = ctx.cfg
     done = set(ctx.state.get("completed", []))
     timings = ctx.state.setdefault("timings", {})
+    if not done:  # the space a run starts from: plots show what shrinking stages removed from it
+        ctx.log_space("setup")
     for key, stage, loop_key in iter_stages(cfg.stages):
         if key in done:
             continue
@@ -482,7 +507,7 @@ def _run_search(ctx: RunContext, stage: SearchStage, key: str) -> SearchResult:
         )
     if result.space is not None:
         ctx.space = result.space
-        ctx.log.event("space", stage=key, size=ctx.space.size(), allowed=ctx.space.allowed_json())
+        ctx.log_space(key)
     if result.candidates:
         ctx.candidates = list(result.candidates)[: stage.keep]
         best = ctx.candidates[0]
@@ -524,6 +549,8 @@ def open_run(
                 (run_dir / f).unlink(missing_ok=True)
             for sub in ("checkpoints", "export", "retrain", "plots"):
                 shutil.rmtree(run_dir / sub, ignore_errors=True)
+            for f in run_dir.glob("events.out.tfevents.*"):
+                f.unlink(missing_ok=True)
     ctx = RunContext(cfg, options, registry, run_dir, smoke=smoke, quiet=quiet)
     if run_dir is not None:
         if resume:
