@@ -84,6 +84,9 @@ def make_plots(run_dir: Path) -> list[Path]:
         if chosen:
             ax.scatter([chosen["macs"]], [chosen["score"]], marker="*", s=220, color="gold", edgecolor="k",
                        zorder=5, label=f"chosen: {chosen['arch'][:40]}")
+        from matplotlib.ticker import FuncFormatter
+
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
         ax.set_xlabel("MACs (fvcore)")
         ax.set_ylabel("score")
         ax.set_title("candidates: score vs MACs")
@@ -131,30 +134,60 @@ def make_plots(run_dir: Path) -> list[Path]:
         written.append(_save(fig, out_dir / "training.png"))
 
     spaces = [m for m in metrics if m.get("event") == "space" and m.get("allowed")]
-    if spaces:
-        written.append(_space_plot(run_dir, spaces, out_dir))
+    if spaces and (space_png := _space_plot(run_dir, spaces, out_dir)) is not None:
+        written.append(space_png)
     return written
 
 
-def _space_plot(run_dir: Path, spaces: list[dict], out_dir: Path) -> Path:
-    """Which ops survived each shrinking round: decisions × ops, coloured by the last round kept."""
+def space_snapshots(metrics: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:
+    """(label, allowed ops per decision) for each change of the search space, oldest first.
+
+    The pipeline logs the space at the start and after every stage that changes it; shrinking
+    selectors may log each of their rounds (``event: space, round: r``). Repeats are dropped.
+    """
+    out: list[tuple[str, list[list[str]]]] = []
+    for m in metrics:
+        if m.get("event") != "space" or not m.get("allowed"):
+            continue
+        allowed = [sorted(a) for a in m["allowed"]]
+        if out and out[-1][1] == allowed:
+            continue
+        stage = m.get("stage")
+        label = "start" if stage == "setup" else f"stage {stage}" + (f" r{m['round']}" if "round" in m else "")
+        out.append((label, allowed))
+    return out
+
+
+def _space_plot(run_dir: Path, spaces: list[dict], out_dir: Path) -> Path | None:
+    """Which ops survived each shrinking round: decisions × ops, coloured by the last space holding them."""
+    import numpy as np
+    from matplotlib.colors import ListedColormap
+
+    snaps = space_snapshots(spaces)
+    if len(snaps) < 2:
+        return None  # the space never changed: nothing to show
     plt = _plt()
     config = _config(run_dir)
-    first = spaces[0]["allowed"]
-    ops = sorted({o for a in first for o in a} | {o for s in spaces for a in s["allowed"] for o in a})
-    n_dec = len(first)
-    grid = [[-1.0] * len(ops) for _ in range(n_dec)]
-    for r, s in enumerate(spaces):
-        for d, allowed in enumerate(s["allowed"]):
-            for o in allowed:
-                grid[d][ops.index(o)] = r + 1
-    fig, ax = plt.subplots(figsize=(max(4, 0.7 * len(ops) + 2), max(3, 0.28 * n_dec + 1.5)))
-    im = ax.imshow(grid, aspect="auto", cmap="viridis", vmin=-1, vmax=len(spaces))
+    n_dec = max(len(a) for _, a in snaps)
+    ops = sorted({o for _, allowed in snaps for a in allowed for o in a})
+    last = np.full((n_dec, len(ops)), np.nan)
+    for k, (_, allowed) in enumerate(snaps):
+        for d, a in enumerate(allowed):
+            for o in a:
+                last[d, ops.index(o)] = k
+    n = len(snaps)
+    colors = [plt.get_cmap("viridis")(x) for x in np.linspace(0.05, 0.95, n)]
+    cmap = ListedColormap(colors).with_extremes(bad="#e8e8e8")
+    fig, ax = plt.subplots(figsize=(max(4.5, 0.6 * len(ops) + 3), max(3, 0.26 * n_dec + 1.6)))
+    im = ax.imshow(np.ma.masked_invalid(last), aspect="auto", cmap=cmap, vmin=-0.5, vmax=n - 0.5,
+                   interpolation="nearest")
     ax.set_xticks(range(len(ops)), ops, rotation=45, ha="right", fontsize=7)
     ax.set_yticks(range(n_dec), [str(i) for i in range(n_dec)], fontsize=6)
-    ax.set_ylabel("decision")
-    ax.set_title(f"ops kept per round ({config.get('space', {}).get('name', '')})")
-    fig.colorbar(im, ax=ax, label="last round kept (-1: never active)")
+    ax.set_ylabel("decision (layer / edge)")
+    ax.set_title(f"ops kept per round ({config.get('space', {}).get('name', '')}; grey: never in the space)",
+                 fontsize=9)
+    bar = fig.colorbar(im, ax=ax, ticks=range(n))
+    bar.ax.set_yticklabels([f"dropped by {label}" for label, _ in snaps[1:]] + ["kept to the end"], fontsize=7)
     return _save(fig, out_dir / "space.png")
 
 
@@ -163,6 +196,27 @@ def _config(run_dir: Path) -> dict[str, Any]:
 
     path = run_dir / "config.yaml"
     return yaml.safe_load(path.read_text()) if path.exists() else {}
+
+
+def stage_names(cfg: dict[str, Any]) -> dict[str, str]:
+    """Stage key (as in state.json's timings) -> readable name, loops unrolled like the pipeline does."""
+    names: dict[str, str] = {}
+
+    def walk(stages: list, prefix: str) -> None:
+        for i, st in enumerate(stages):
+            key, kind = f"{prefix}{i}", st.get("kind", "?")
+            if kind == "loop":
+                for r in range(int(st.get("rounds", 0))):
+                    walk(st.get("stages", []), f"{key}.{r}.")
+            elif kind == "train":
+                names[key] = f"train ({st['trainer']['name']})"
+            elif kind in ("search", "shrink"):
+                names[key] = f"{kind} ({st['selector']['name']})"
+            else:
+                names[key] = str(kind)
+
+    walk(cfg.get("stages", []), "")
+    return names
 
 
 def _img(path: Path) -> str:
@@ -187,7 +241,17 @@ def write_report(run_dir: Path) -> Path:
             f"<tr><td>{i}</td><td class=arch>{html.escape(c['arch'])}</td><td>{c['score']:.4g}</td>"
             f"<td>{human(c['macs'])}</td><td>{human(c['params'])}</td><td>{acc}</td><td>{html.escape(c.get('origin', ''))}</td></tr>"
         )
-    timings = "".join(f"<tr><td>{html.escape(k)}</td><td>{v:.1f} s</td></tr>" for k, v in state.get("timings", {}).items())
+    times, loops_done = state.get("timings", {}), state.get("loop_done", {})
+
+    def when(key: str) -> str:
+        if key in times:
+            return f"{times[key]:.1f} s"
+        parts = key.split(".")  # the keys of the loops around a stage: "0", "0.r.1", ...
+        ended = any(loops_done.get(".".join(parts[:i])) for i in range(1, len(parts), 2))
+        return "skipped (loop ended early)" if ended else "pending"
+
+    timings = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(name)}</td><td>{when(k)}</td></tr>"
+                      for k, name in stage_names(_config(run_dir)).items())
     chosen = results.get("candidates", [{}])[0] if results.get("candidates") else {}
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nascore run {html.escape(str(results.get('run', run_dir.name)))}</title>
@@ -209,8 +273,10 @@ constraint {html.escape(str(results.get('constraint', '')))} · MACs and params 
 {''.join(rows)}</table>
 <h2>Plots</h2>
 {''.join(_img(p) for p in plots) or '<p>nothing logged yet</p>'}
-<h2>Timings</h2><table><tr><th>stage</th><th>time</th></tr>{timings}</table>
-<h2>Resolved config</h2><pre>{html.escape(config_text)}</pre>
+<h2>Timings</h2><table><tr><th>stage</th><th>what</th><th>time</th></tr>{timings}</table>
+<h2>Resolved config</h2>
+<details><summary>config.yaml: every option, defaults filled in (<code>nascore run</code> this file to repeat the run)</summary>
+<pre>{html.escape(config_text)}</pre></details>
 </body></html>
 """
     out = run_dir / "report.html"
@@ -219,35 +285,35 @@ constraint {html.escape(str(results.get('constraint', '')))} · MACs and params 
 
 
 def compare(run_dirs: list[Path]) -> str:
-    """A table of several runs side by side: method, best score, MACs, params, retrained acc, time."""
-    rows = [("run", "trainer", "selector", "best architecture", "score", "MACs", "params", "retrained", "time")]
+    """Several runs side by side: method, best architecture, score, retrained accuracy, costs, times.
+
+    "method" is the run's trainers and selectors as configured (``spos+evolution``); "search" is the
+    time spent in search/shrink stages, "total" the time of every stage so far.
+    """
+    rows = [("run", "method", "best architecture", "score", "retrained", "MACs", "params", "train", "search", "total")]
     for d in run_dirs:
         d = Path(d)
         if not (d / "config.yaml").exists():
-            raise CheckpointError(f"{d} is not a run folder (no config.yaml)")
+            raise CheckpointError(f"{d} is not a run folder (no config.yaml)",
+                                  hint="pass folders that `nascore run` wrote, e.g. runs/spos")
         cfg = _config(d)
         results = read_json(d / "results.json") if (d / "results.json").exists() else {}
         state = read_json(d / "state.json") if (d / "state.json").exists() else {}
-        trainers, selectors = [], []
+        names, times = stage_names(cfg), state.get("timings", {})
+        trainers = [n[n.index("(") + 1:-1] for n in names.values() if n.startswith("train (")]
+        selectors = [n[n.index("(") + 1:-1] for n in names.values() if n.startswith(("search (", "shrink ("))]
+        method = "+".join(dict.fromkeys(trainers + selectors)) or "-"
 
-        def walk(stages: list) -> None:
-            for st in stages:
-                if st.get("kind") == "train":
-                    trainers.append(st["trainer"]["name"])
-                elif st.get("kind") in ("search", "shrink"):
-                    selectors.append(st["selector"]["name"])
-                elif st.get("kind") == "loop":
-                    walk(st["stages"])
+        def spent(prefix: tuple[str, ...]) -> str:
+            return f"{sum(t for k, t in times.items() if names.get(k, '').startswith(prefix)):.0f} s"
 
-        walk(cfg.get("stages", []))
         best = (results.get("candidates") or [None])[0]
         r = (best or {}).get("retrain", {})
         rows.append((
-            d.name, ",".join(dict.fromkeys(trainers)) or "-", ",".join(dict.fromkeys(selectors)) or "-",
-            best["arch"] if best else "-", f"{best['score']:.4g}" if best else "-",
-            human(best["macs"]) if best else "-", human(best["params"]) if best else "-",
+            d.name, method, best["arch"] if best else "-", f"{best['score']:.4g}" if best else "-",
             f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-",
-            f"{sum(state.get('timings', {}).values()):.0f} s",
+            human(best["macs"]) if best else "-", human(best["params"]) if best else "-",
+            spent(("train",)), spent(("search", "shrink")), f"{sum(times.values()):.0f} s",
         ))
     widths = [max(len(str(row[j])) for row in rows) for j in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]

@@ -73,6 +73,8 @@ def retrain_one(ctx: Any, stage: Any, index: int) -> dict[str, float]:
             ctx.allreduce_grads(child)
             opt.step()
             bar.update(1)
+            if not bar.disable and step % ctx.cfg.log_every == 0:  # .item() syncs a GPU: not every step
+                bar.set_postfix({"loss": f"{float(loss.detach()):.3g}", "epoch": epoch})
         ckpt.save({"model": child.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                    "torch_rng": torch.get_rng_state()})
         ctx.log.metric("retrain", index=index, epoch=epoch, loss=float(loss.detach()))

@@ -94,6 +94,7 @@ class RegularizedEvolution:
             if child.score > best.score:
                 best = child
             bar.update(1)
+            bar.set_postfix({"best": f"{best.score:.4g}"}, refresh=False)
             if (cycle + 1) % 10 == 0 or cycle + 1 == cycles:
                 ctx.log.metric("rea", stage=ctx.stage_key, cycle=cycle + 1, best=best.score, evaluated=len(seen))
         bar.close()

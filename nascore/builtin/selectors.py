@@ -41,6 +41,7 @@ class RandomSearch:
         for i in range(0, len(archs), self.cfg.batch):
             part = archs[i : i + self.cfg.batch]
             cands += evaluate(ctx, evaluator, part, origin="random")
+            bar.set_postfix({"best": f"{max(c.score for c in cands):.4g}"}, refresh=False)
             bar.update(len(part))
         bar.close()
         ranked = rank(cands)

@@ -258,6 +258,7 @@ class AbsShrink:
                     ctx.log.event("abs_replace_w0", stage=key, round=r, dropped=total_dropped)
                 ctx.log.event("abs_round", stage=key, round=r, dropped=rec["dropped"], size=rec["size"],
                               evaluated=n_archs, allowed=st["allowed"])
+                ctx.log_space(key, round=r + 1)
                 if not dropped:
                     break  # nothing can be dropped any more (every layer is down to what it must keep)
             if space.size() <= cfg.target_size or r + 1 >= max_rounds:

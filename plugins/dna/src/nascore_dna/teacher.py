@@ -163,6 +163,8 @@ def train_teacher(ctx: Any, arch_text: str | None, epochs: int, lr: float) -> tu
             ctx.allreduce_grads(model)  # every rank trains the same teacher on the global batch
             opt.step()
             bar.update(1)
+            if not bar.disable and b % ctx.cfg.log_every == 0:
+                bar.set_postfix({"loss": f"{float(loss.detach()):.3g}", "epoch": epoch})
         ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1})
     bar.close()
     acc, _ = accuracy(model, ctx.data.batches("archval", shuffle=False, batch_size=ctx.data.eval_batch_size,

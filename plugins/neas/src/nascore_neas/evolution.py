@@ -78,6 +78,7 @@ class EnsembleEvolution:
             best = top[0]
             ctx.log.metric("evolution", stage=ctx.stage_key, generation=g, best=best.score, arch=best.arch_str,
                            macs=best.macs, evaluated=len(scored))
+            bar.set_postfix({"best": f"{best.score:.4g}", "evaluated": len(scored)}, refresh=False)
             bar.update(1)
             if g == gens - 1:
                 break
