@@ -1,7 +1,7 @@
 """Cream vs SPOS at the same budget on the tiny_chain / mnist5k test bed.
 
 For each seed, every method trains a supernet with the same optimiser, batches and steps
-(``ranking_rows/cream.py``: EPOCHS x 50 steps, SGD lr 0.1 cosine), then picks its final
+(``ranking_rows/cream.py``: EPOCHS x 50 steps, SGD lr 0.1 linear decay), then picks its final
 architecture under a MACs limit:
 
 * ``spos``       uniform single-path training (``spos`` trainer, or ``single_path`` without
