@@ -97,7 +97,9 @@ def make_plots(run_dir: Path) -> list[Path]:
         by_stage: dict[str, list[float]] = defaultdict(list)
         for c in cands:
             by_stage[str(c.get("stage", "?"))].append(c["score"])
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        gens = generation_curves(metrics)
+        fig, axes = plt.subplots(1, 2 if gens else 1, figsize=(11 if gens else 6.4, 3.6), squeeze=False)
+        ax = axes[0][-1]
         for stage, scores in by_stage.items():
             best, curve = float("-inf"), []
             for s in scores:
@@ -107,9 +109,25 @@ def make_plots(run_dir: Path) -> list[Path]:
             ax.scatter(range(1, len(scores) + 1), scores, s=6, alpha=0.3)
         ax.set_xlabel("candidates evaluated")
         ax.set_ylabel("score")
-        ax.set_title("search progress")
+        ax.set_title("search progress per candidate")
         ax.legend(fontsize=7)
         ax.grid(alpha=0.3)
+        if gens:
+            ax = axes[0][0]
+            for (stage, unit), rows in gens.items():
+                xs = [r[0] for r in rows]
+                line, = ax.plot(xs, [r[1] for r in rows], "-o", ms=3, label=f"stage {stage} best")
+                if any(r[2] is not None for r in rows):
+                    ax.plot([x for x, r in zip(xs, rows) if r[2] is not None], [r[2] for r in rows if r[2] is not None],
+                            "--", color=line.get_color(), alpha=0.7, label=f"stage {stage} mean")
+            from matplotlib.ticker import MaxNLocator
+
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.set_xlabel(" / ".join(sorted({unit for _, unit in gens})))
+            ax.set_ylabel("score")
+            ax.set_title("search progress per generation")
+            ax.legend(fontsize=7)
+            ax.grid(alpha=0.3)
         written.append(_save(fig, out_dir / "search.png"))
 
     train = [m for m in metrics if m.get("kind") == "train" and "loss" in m]
@@ -137,6 +155,20 @@ def make_plots(run_dir: Path) -> list[Path]:
     if spaces and (space_png := _space_plot(run_dir, spaces, out_dir)) is not None:
         written.append(space_png)
     return written
+
+
+def generation_curves(metrics: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, float, float | None]]]:
+    """(stage, unit) -> [(generation, best, mean)] from the per-generation records evolution selectors
+    log (``generation``, NEAS ``evolution``: per generation; ``rea``: every few cycles)."""
+    out: dict[tuple[str, str], list[tuple[int, float, float | None]]] = defaultdict(list)
+    for m in metrics:
+        unit = "generation" if "generation" in m else "cycle" if "cycle" in m else None
+        if m.get("kind") == "event" or unit is None or not isinstance(m.get("best"), (int, float)):
+            continue
+        mean = m.get("mean")
+        out[(str(m.get("stage", "?")), unit)].append(
+            (int(m[unit]), float(m["best"]), float(mean) if isinstance(mean, (int, float)) else None))
+    return dict(out)
 
 
 def space_snapshots(metrics: list[dict[str, Any]]) -> list[tuple[str, list[list[str]]]]:

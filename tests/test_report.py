@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from nascore import cli
-from nascore.report import compare, make_plots, pareto_front, space_snapshots, stage_names, write_report
+from nascore.report import compare, generation_curves, make_plots, pareto_front, space_snapshots, stage_names, write_report
 from nascore.testing import run_config, tiny_config
 
 CHROMIUM = os.environ.get("NASCORE_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
@@ -71,6 +71,30 @@ def test_space_snapshots_start_from_the_initial_space_and_skip_repeats(runs):
     snaps = space_snapshots(logged + logged + [{"event": "space", "stage": "2", "round": 1, "allowed": [["x"]]}])
     assert [label for label, _ in snaps] == ["start", "stage 2 r1"]
     assert [label for label, _ in space_snapshots(_logged_spaces(runs[0]))] == ["start", "stage 9 r1", "stage 9 r2"]
+
+
+def test_generation_curves_read_every_evolution_selector_s_records():
+    metrics = [
+        {"kind": "generation", "stage": "1", "generation": 0, "best": 0.5, "mean": 0.3},
+        {"kind": "generation", "stage": "1", "generation": 1, "best": 0.6, "mean": None},
+        {"kind": "rea", "stage": "2", "cycle": 10, "best": 0.7},
+        {"kind": "event", "event": "resume", "stage": "1", "generation": 1},
+        {"kind": "candidate", "stage": "1", "score": 0.9},
+    ]
+    assert generation_curves(metrics) == {("1", "generation"): [(0, 0.5, 0.3), (1, 0.6, None)],
+                                          ("2", "cycle"): [(10, 0.7, None)]}
+
+
+def test_an_evolution_run_plots_progress_per_generation(tmp_path):
+    cfg = _config()
+    cfg["stages"][1] = {"kind": "search", "evaluator": {"name": "accuracy"},
+                        "selector": {"name": "evolution", "options": {"population": 6, "generations": 2, "top_k": 3}}}
+    run_config(cfg, tmp_path / "run")
+    metrics = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
+    assert [g for g, *_ in generation_curves(metrics)[("1", "generation")]] == [0, 1, 2]
+    evaluated = [m["arch"] for m in metrics if m["kind"] == "candidate"]
+    assert len(evaluated) == len(set(evaluated))  # each candidate logged once: plots count each once
+    assert "search.png" in {p.name for p in make_plots(tmp_path / "run")}
 
 
 def test_stage_names_unroll_loops_like_the_pipeline():

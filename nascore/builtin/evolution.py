@@ -133,10 +133,7 @@ class EvolutionSearch:
                 gen += 1
         finally:
             bar.close()
-        ranked = rank(evaluated)
-        for c in ranked[: b["top_k"]]:
-            ctx.log.metric("candidate", stage=ctx.stage_key, arch=c.arch_str, score=c.score, macs=c.macs,
-                           params=c.params, origin=c.origin)
+        ranked = rank(evaluated)  # (every candidate is already in metrics.jsonl: evaluate() logs it)
         return SearchResult(candidates=ranked, info={"evaluated": len(evaluated), "generations": gen})
 
     # -- children ------------------------------------------------------------------------------

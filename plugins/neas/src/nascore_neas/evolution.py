@@ -111,7 +111,5 @@ class EnsembleEvolution:
                 children.append(child)
             population = children
         bar.close()
-        ranked = rank(list(scored.values()))
-        for c in ranked[:20]:
-            ctx.log.metric("candidate", stage=ctx.stage_key, arch=c.arch_str, score=c.score, macs=c.macs, params=c.params)
+        ranked = rank(list(scored.values()))  # (evaluate() logged every candidate to metrics.jsonl)
         return SearchResult(candidates=ranked, info={"evaluated": len(scored)})
