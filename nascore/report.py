@@ -185,7 +185,9 @@ def space_snapshots(metrics: list[dict[str, Any]]) -> list[tuple[str, list[list[
         if out and out[-1][1] == allowed:
             continue
         stage = m.get("stage")
-        label = "start" if stage == "setup" else f"stage {stage}" + (f" r{m['round']}" if "round" in m else "")
+        parts = str(stage).split(".")
+        label = ("start" if stage == "setup" else f"stage {stage}" + (f", round {m['round']}" if "round" in m else "")
+                 + (f" (loop round {parts[-2]})" if len(parts) >= 3 else ""))
         out.append((label, allowed))
     return out
 
@@ -252,8 +254,12 @@ def stage_names(cfg: dict[str, Any]) -> dict[str, str]:
 
 
 def _img(path: Path) -> str:
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f'<figure><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}"><figcaption>{html.escape(path.stem)}</figcaption></figure>'
+    raw = path.read_bytes()
+    width, height = int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")  # PNG IHDR
+    wide = ' class="wide"' if width > 1.8 * max(height, 1) else ""
+    data = base64.b64encode(raw).decode()
+    return (f'<figure{wide}><img alt="{html.escape(path.stem)}" src="data:image/png;base64,{data}">'
+            f'<figcaption>{html.escape(path.stem)}</figcaption></figure>')
 
 
 def write_report(run_dir: Path) -> Path:
@@ -261,7 +267,9 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)")
-    plots = make_plots(run_dir)
+    core = make_plots(run_dir)
+    # then whatever plugins drew into plots/ (NSE's per-round fronts, ...), by name
+    plots = core + sorted(set((run_dir / "plots").glob("*.png")) - set(core)) if (run_dir / "plots").exists() else core
     results = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {}
     state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else {}
     config_text = (run_dir / "config.yaml").read_text()
@@ -291,7 +299,8 @@ def write_report(run_dir: Path) -> Path:
 body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 1000px; color: #222; }}
 table {{ border-collapse: collapse; margin: 1rem 0; }} td, th {{ border: 1px solid #ccc; padding: .3rem .6rem; text-align: left; }}
 th {{ background: #f3f3f3; }} td.arch {{ font-family: monospace; font-size: .85rem; }}
-figure {{ display: inline-block; margin: .5rem; }} img {{ max-width: 470px; }}
+figure {{ display: inline-block; margin: .5rem; vertical-align: top; }} img {{ max-width: 470px; }}
+figure.wide {{ display: block; }} figure.wide img {{ max-width: 100%; }}
 pre {{ background: #f7f7f7; padding: 1rem; overflow-x: auto; font-size: .8rem; }}
 .chosen {{ font-size: 1.1rem; padding: .8rem; background: #fff8dc; border: 1px solid #e5d28a; }}
 </style></head><body>

@@ -69,8 +69,11 @@ def test_space_snapshots_start_from_the_initial_space_and_skip_repeats(runs):
     logged = _logged_spaces(runs[1])
     assert [m["stage"] for m in logged] == ["setup"]  # a run logs the space it starts from
     snaps = space_snapshots(logged + logged + [{"event": "space", "stage": "2", "round": 1, "allowed": [["x"]]}])
-    assert [label for label, _ in snaps] == ["start", "stage 2 r1"]
-    assert [label for label, _ in space_snapshots(_logged_spaces(runs[0]))] == ["start", "stage 9 r1", "stage 9 r2"]
+    assert [label for label, _ in snaps] == ["start", "stage 2, round 1"]
+    assert [label for label, _ in space_snapshots(_logged_spaces(runs[0]))] == ["start", "stage 9, round 1",
+                                                                                "stage 9, round 2"]
+    loop = [{"event": "space", "stage": "0.3.1", "allowed": [["y"]]}]
+    assert space_snapshots(loop)[0][0] == "stage 0.3.1 (loop round 3)"
 
 
 def test_generation_curves_read_every_evolution_selector_s_records():
@@ -114,6 +117,14 @@ def test_report_is_one_self_contained_page(runs):
     assert "http://" not in page and "https://" not in page and "<script" not in page  # opens from disk, offline
     assert "train (single_path)" in page and "search (random)" in page  # timings by stage name
     assert "trainer:" in page and "single_path" in page  # the resolved config
+
+
+def test_report_shows_the_plots_plugins_draw_too(runs, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(runs[1], run)
+    shutil.copy(run / "plots" / "pareto.png", run / "plots" / "plugin_round0.png")
+    page = write_report(run).read_text()
+    assert page.count("data:image/png;base64,") == 4 and 'alt="plugin_round0"' in page
 
 
 def test_report_of_a_run_that_has_not_finished(tmp_path):
