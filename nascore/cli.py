@@ -126,12 +126,15 @@ def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: ar
         return 130
     finally:
         ctx.log.close()
+    report = None
     if ctx.dist.is_main and ctx.run_dir is not None:
-        from nascore.report import make_plots
+        from nascore.report import write_report
 
-        make_plots(ctx.run_dir)
+        report = write_report(ctx.run_dir)  # plots/*.png and report.html, from the run folder alone
     if ctx.dist.is_main:
         print(f"run folder: {ctx.run_dir}   ({time.time() - t0:.1f} s)")
+        if report is not None:
+            print(f"report: {report}   (open in a browser; plots in {ctx.run_dir / 'plots'})")
         print(f"space: {ctx.space.describe()}   constraint: {ctx.constraint.describe()}   (MACs counted by fvcore)")
         if ctx.candidates:
             print(summary_table(ctx))

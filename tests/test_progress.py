@@ -68,3 +68,4 @@ def test_bars_are_silent_with_quiet_or_when_not_a_terminal(tmp_path):
     for out in (quiet, piped):
         assert "%|" not in out and "loss=" not in out
     assert "[0] train (single_path)" in piped  # stage headers still say where the run is
+    assert (tmp_path / "c" / "report.html").exists() and (tmp_path / "c" / "plots" / "pareto.png").exists()
