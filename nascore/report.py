@@ -116,10 +116,10 @@ def make_plots(run_dir: Path) -> list[Path]:
             ax = axes[0][0]
             for (stage, unit), rows in gens.items():
                 xs = [r[0] for r in rows]
-                line, = ax.plot(xs, [r[1] for r in rows], "-o", ms=3, label=f"stage {stage} best")
+                line, = ax.plot(xs, [r[1] for r in rows], "-o", ms=3, label=f"stage {stage}: best of the generation")
                 if any(r[2] is not None for r in rows):
                     ax.plot([x for x, r in zip(xs, rows) if r[2] is not None], [r[2] for r in rows if r[2] is not None],
-                            "--", color=line.get_color(), alpha=0.7, label=f"stage {stage} mean")
+                            "--", color=line.get_color(), alpha=0.7, label=f"stage {stage}: mean of the generation")
             from matplotlib.ticker import MaxNLocator
 
             ax.xaxis.set_major_locator(MaxNLocator(integer=True))
