@@ -29,7 +29,12 @@ class AccuracyConfig(BaseModel):
 
 
 class AccuracyEvaluator:
-    """Top-1 accuracy (and loss) of each path on the arch-validation split."""
+    """Top-1 accuracy (and loss) of each path on the arch-validation split.
+
+    Subclasses that score a path differently from the same forward passes (NEAS's ensemble
+    accuracy and diversity) override :meth:`measure` only; caching, BN recalibration and restore,
+    the splits (whole, never sharded: candidates are split across ranks instead) stay here.
+    """
 
     metric = "acc"
     higher_is_better = True
@@ -64,10 +69,14 @@ class AccuracyEvaluator:
             recalibrate_bn(net, ctx.data.batches("train", epoch=0, limit=recal, device=ctx.device, shard=False), cfg.bn_momentum)
         elif cfg.bn_mode == "batch":
             bn = "batch"
-        acc, loss = accuracy(
-            net, ctx.data.batches(cfg.split, shuffle=False, batch_size=ctx.data.eval_batch_size, drop_last=False,
-                                  limit=ev, device=ctx.device, shard=False), bn=bn)
+        out = self.measure(net, ctx.data.batches(cfg.split, shuffle=False, batch_size=ctx.data.eval_batch_size,
+                                                 drop_last=False, limit=ev, device=ctx.device, shard=False), bn)
         self.evaluations += 1
+        return out
+
+    def measure(self, net: Any, batches: Any, bn: str) -> dict[str, float]:
+        """The metrics of the active path over ``batches`` (``bn``: "stored" or "batch" statistics)."""
+        acc, loss = accuracy(net, batches, bn=bn)
         return {"acc": acc, "loss": loss}
 
 

@@ -11,27 +11,22 @@ KL divergence between their softmax outputs, halved). Results are cached per arc
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import Field
 
 from nascore.arch import Architecture
-from nascore.evaluate import bn_state, load_bn_state, recalibrate_bn
+from nascore.builtin.accuracy import AccuracyConfig, AccuracyEvaluator
 from nascore_neas.ensemble import require_ensemble
 
 
-class EnsembleAccuracyConfig(BaseModel):
-    """Options of the ``ensemble_accuracy`` evaluator."""
+class EnsembleAccuracyConfig(AccuracyConfig):
+    """Options of the ``ensemble_accuracy`` evaluator (the core ``accuracy`` options; fewer
+    recalibration batches by default, as an ensemble path runs K members per batch)."""
 
-    model_config = ConfigDict(extra="forbid")
-    bn_mode: Literal["recalibrate", "batch", "stored"] = Field(
-        "recalibrate", description="recalibrate BN per ensemble, use batch statistics, or stored running stats")
     recal_batches: int = Field(10, gt=0, description="training batches for BN recalibration")
-    bn_momentum: float | None = Field(None, gt=0, le=1, description="null: cumulative average; 0.1: EMA")
-    eval_batches: int | None = Field(None, gt=0, description="archval batches to score on (null: all)")
-    split: Literal["archval", "val", "train"] = Field("archval", description="which split ensembles are scored on")
 
 
 @torch.no_grad()
@@ -58,55 +53,33 @@ def member_stats(member_logits: Sequence[torch.Tensor], y: torch.Tensor) -> dict
     return out
 
 
-class EnsembleAccuracy:
-    """Ensemble top-1 (``acc``) of each ensemble path, with member accuracy and diversity."""
+class EnsembleAccuracy(AccuracyEvaluator):
+    """Ensemble top-1 (``acc``) of each ensemble path, with member accuracy and diversity.
 
-    metric = "acc"
-    higher_is_better = True
-
-    def __init__(self, cfg: EnsembleAccuracyConfig, ctx: Any = None) -> None:
-        self.cfg = cfg
-        self.cache: dict[Architecture, dict[str, float]] = {}
-        self.evaluations = 0
+    Everything but the measurement (cache, BN recalibration and restore, whole splits) is the core
+    ``accuracy`` evaluator's.
+    """
 
     def score(self, archs: Sequence[Architecture], ctx: Any) -> list[dict[str, float]]:
         require_ensemble(ctx.space, "evaluator 'ensemble_accuracy'")
-        net = ctx.supernet
-        saved = bn_state(net)
-        was = net.training
-        try:
-            out = []
-            for arch in archs:
-                if arch not in self.cache:
-                    self.cache[arch] = self._score_one(arch, ctx)
-                out.append(self.cache[arch])
-        finally:
-            load_bn_state(net, saved)
-            net.train(was)
-        return out
+        return super().score(archs, ctx)
 
-    def _score_one(self, arch: Architecture, ctx: Any) -> dict[str, float]:
-        net = ctx.supernet
-        net.set_active(arch)
-        cfg = self.cfg
-        recal, ev = cfg.recal_batches, cfg.eval_batches
-        if ctx.smoke:
-            recal, ev = min(recal, 2), min(ev or 2, 2)
-        if cfg.bn_mode == "recalibrate":
-            recalibrate_bn(net, ctx.data.batches("train", epoch=0, limit=recal, device=ctx.device), cfg.bn_momentum)
-        net.train(cfg.bn_mode == "batch")
+    @torch.no_grad()
+    def measure(self, net: Any, batches: Any, bn: str) -> dict[str, float]:
+        was = net.training
+        net.train(bn == "batch")
         n = 0
         tot: dict[str, Any] = {"correct": 0.0, "loss": 0.0, "disagreement": 0.0, "kl": 0.0, "member_correct": None}
-        with torch.no_grad():
-            for x, y in ctx.data.batches(cfg.split, shuffle=False, batch_size=ctx.data.eval_batch_size,
-                                         drop_last=False, limit=ev, device=ctx.device):
+        try:
+            for x, y in batches:
                 stats = member_stats(net.forward_members(x), y)
                 n += int(y.numel())
                 for k in ("correct", "loss", "disagreement", "kl"):
                     tot[k] += stats[k]
                 mc = stats["member_correct"]
                 tot["member_correct"] = mc if tot["member_correct"] is None else [a + b for a, b in zip(tot["member_correct"], mc)]
-        self.evaluations += 1
+        finally:
+            net.train(was)
         if n == 0:
             nan = float("nan")
             return {"acc": nan, "loss": nan, "member_acc": nan, "best_member_acc": nan, "disagreement": nan, "kl": nan}
