@@ -14,6 +14,7 @@ from collections import defaultdict
 from pathlib import Path
 from typing import Any
 
+from nascore.config import SearchStage, TrainStage
 from nascore.cost import human
 from nascore.errors import CheckpointError
 from nascore.io import atomic_write, read_json, write_text
@@ -232,25 +233,21 @@ def _config(run_dir: Path) -> dict[str, Any]:
     return yaml.safe_load(path.read_text()) if path.exists() else {}
 
 
+def _stages(cfg: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
+    """(key, stage, loop key) of each leaf stage of a config dict, as the pipeline runs them."""
+    from pydantic import TypeAdapter
+
+    from nascore.config import Stage
+    from nascore.run import iter_stages
+
+    return list(iter_stages(TypeAdapter(list[Stage]).validate_python(cfg.get("stages", []))))
+
+
 def stage_names(cfg: dict[str, Any]) -> dict[str, str]:
     """Stage key (as in state.json's timings) -> readable name, loops unrolled like the pipeline does."""
-    names: dict[str, str] = {}
+    from nascore.run import _stage_name
 
-    def walk(stages: list, prefix: str) -> None:
-        for i, st in enumerate(stages):
-            key, kind = f"{prefix}{i}", st.get("kind", "?")
-            if kind == "loop":
-                for r in range(int(st.get("rounds", 0))):
-                    walk(st.get("stages", []), f"{key}.{r}.")
-            elif kind == "train":
-                names[key] = f"train ({st['trainer']['name']})"
-            elif kind in ("search", "shrink"):
-                names[key] = f"{kind} ({st['selector']['name']})"
-            else:
-                names[key] = str(kind)
-
-    walk(cfg.get("stages", []), "")
-    return names
+    return {key: _stage_name(st) for key, st, _ in _stages(cfg)}
 
 
 def _img(path: Path) -> str:
@@ -283,15 +280,15 @@ def write_report(run_dir: Path) -> Path:
         )
     times, loops_done = state.get("timings", {}), state.get("loop_done", {})
 
-    def when(key: str) -> str:
+    def when(key: str, loop_key: str | None) -> str:
         if key in times:
             return f"{times[key]:.1f} s"
-        parts = key.split(".")  # the keys of the loops around a stage: "0", "0.r.1", ...
-        ended = any(loops_done.get(".".join(parts[:i])) for i in range(1, len(parts), 2))
-        return "skipped (loop ended early)" if ended else "pending"
+        return "skipped (loop ended early)" if loop_key is not None and loops_done.get(loop_key) else "pending"
 
-    timings = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(name)}</td><td>{when(k)}</td></tr>"
-                      for k, name in stage_names(_config(run_dir)).items())
+    from nascore.run import _stage_name
+
+    timings = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_stage_name(st))}</td><td>{when(k, loop)}</td></tr>"
+                      for k, st, loop in _stages(_config(run_dir)))
     chosen = results.get("candidates", [{}])[0] if results.get("candidates") else {}
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nascore run {html.escape(str(results.get('run', run_dir.name)))}</title>
@@ -340,13 +337,13 @@ def compare(run_dirs: list[Path]) -> str:
         cfg = _config(d)
         results = read_json(d / "results.json") if (d / "results.json").exists() else {}
         state = read_json(d / "state.json") if (d / "state.json").exists() else {}
-        names, times = stage_names(cfg), state.get("timings", {})
-        trainers = [n[n.index("(") + 1:-1] for n in names.values() if n.startswith("train (")]
-        selectors = [n[n.index("(") + 1:-1] for n in names.values() if n.startswith(("search (", "shrink ("))]
+        stages, times = {k: st for k, st, _ in _stages(cfg)}, state.get("timings", {})
+        trainers = [st.trainer.name for st in stages.values() if isinstance(st, TrainStage)]
+        selectors = [st.selector.name for st in stages.values() if isinstance(st, SearchStage)]
         method = "+".join(dict.fromkeys(trainers + selectors)) or "-"
 
-        def spent(prefix: tuple[str, ...]) -> str:
-            return f"{sum(t for k, t in times.items() if names.get(k, '').startswith(prefix)):.0f} s"
+        def spent(kind: type) -> str:
+            return f"{sum(t for k, t in times.items() if isinstance(stages.get(k), kind)):.0f} s"
 
         best = (results.get("candidates") or [None])[0]
         r = (best or {}).get("retrain", {})
@@ -354,7 +351,7 @@ def compare(run_dirs: list[Path]) -> str:
             d.name, method, best["arch"] if best else "-", f"{best['score']:.4g}" if best else "-",
             f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-",
             human(best["macs"]) if best else "-", human(best["params"]) if best else "-",
-            spent(("train",)), spent(("search", "shrink")), f"{sum(times.values()):.0f} s",
+            spent(TrainStage), spent(SearchStage), f"{sum(times.values()):.0f} s",
         ))
     widths = [max(len(str(row[j])) for row in rows) for j in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
