@@ -81,21 +81,10 @@ def train_one(space: Any, arch: Any, bundle: DataBundle, args: argparse.Namespac
     return evaluate(net, bundle, "val"), evaluate(net, bundle, "test")
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = parse_args(argv)
-    torch.set_num_threads(args.threads)
-    reg = build_registry(load_entry_points=False)
-    spec = reg.get("dataset", "mnist5k").build({}, None)
-    ctx = SimpleNamespace(data=SimpleNamespace(input_shape=spec.input_shape, num_classes=spec.num_classes))
-    space = reg.get("space", args.space).build({}, ctx)  # UnknownComponent names the installed spaces
-    table = space.cost_table()
-    archs = list(space.enumerate())[: args.limit]
-    splits = split_indices(len(spec.train), {"val": args.eval_fraction}, seed=args.split_seed)
-    print(f"{space.describe()}; training {len(archs)} archs x {len(args.seeds)} seeds, "
-          f"{len(splits['train'])} train / {len(splits['val'])} eval / {len(spec.test)} test", flush=True)
-
+def train_all(space: Any, table: Any, archs: list[Any], spec: Any, splits: dict[str, Any],
+              args: argparse.Namespace) -> tuple[dict[int, dict[str, tuple[float, float]]], dict[str, Any]]:
+    """Train every arch once per seed; (per-seed (eval, test) accuracies, the test-bed rows by arch string)."""
     per_seed: dict[int, dict[str, tuple[float, float]]] = {s: {} for s in args.seeds}
-    t0 = time.time()
     for seed in args.seeds:
         bundle = DataBundle(spec, splits, seed=seed, batch_size=args.batch_size)
         for i, arch in enumerate(archs):
@@ -104,8 +93,6 @@ def main(argv: list[str] | None = None) -> int:
             per_seed[seed][s] = train_one(space, arch, bundle, args, seed)
             print(f"seed {seed} [{i + 1:3d}/{len(archs)}] {s:28s} eval {per_seed[seed][s][0]:5.1f} "
                   f"test {per_seed[seed][s][1]:5.1f}  ({time.time() - t:4.1f}s)", flush=True)
-    wall = time.time() - t0
-
     out: dict[str, Any] = {}
     for arch in archs:
         s = space.format(arch)
@@ -120,6 +107,26 @@ def main(argv: list[str] | None = None) -> int:
             "macs": int(macs),
             "params": int(params),
         }
+    return per_seed, out
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    torch.set_num_threads(args.threads)
+    reg = build_registry(load_entry_points=False)
+    spec = reg.get("dataset", "mnist5k").build({}, None)
+    ctx = SimpleNamespace(data=SimpleNamespace(input_shape=spec.input_shape, num_classes=spec.num_classes))
+    space = reg.get("space", args.space).build({}, ctx)  # UnknownComponent names the installed spaces
+    table = space.cost_table()
+    archs = list(space.enumerate())[: args.limit]
+    splits = split_indices(len(spec.train), {"val": args.eval_fraction}, seed=args.split_seed)
+    print(f"{space.describe()}; training {len(archs)} archs x {len(args.seeds)} seeds, "
+          f"{len(splits['train'])} train / {len(splits['val'])} eval / {len(spec.test)} test", flush=True)
+
+    t0 = time.time()
+    per_seed, out = train_all(space, table, archs, spec, splits, args)
+    wall = time.time() - t0
+
     keys = list(out)
     accs = [out[k]["acc"] for k in keys]
     seed_taus = [

@@ -25,9 +25,9 @@ import torch
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from make_testbed import train_one  # noqa: E402
+from make_testbed import train_all  # noqa: E402
 
-from nascore.data import DataBundle, split_indices  # noqa: E402
+from nascore.data import split_indices  # noqa: E402
 from nascore.registry import build_registry  # noqa: E402
 from nascore.testbed import kendall_tau  # noqa: E402
 
@@ -59,23 +59,7 @@ def main(argv: list[str] | None = None) -> int:
     splits = split_indices(len(spec.train), {"val": args.eval_fraction}, seed=args.split_seed)
     print(f"{space.describe()}; training {len(archs)} archs x {len(args.seeds)} seed(s)", flush=True)
     t0 = time.time()
-    per_seed: dict[int, dict[str, tuple[float, float]]] = {s: {} for s in args.seeds}
-    for seed in args.seeds:
-        bundle = DataBundle(spec, splits, seed=seed, batch_size=args.batch_size)
-        for i, arch in enumerate(archs):
-            s = space.format(arch)
-            t = time.time()
-            per_seed[seed][s] = train_one(space, arch, bundle, args, seed)
-            print(f"seed {seed} [{i + 1:3d}/{len(archs)}] {s:24s} eval {per_seed[seed][s][0]:5.1f} "
-                  f"test {per_seed[seed][s][1]:5.1f} ({time.time() - t:4.1f}s)", flush=True)
-    out = {}
-    for arch in archs:
-        s = space.format(arch)
-        evals = [per_seed[sd][s][0] for sd in args.seeds]
-        tests = [per_seed[sd][s][1] for sd in args.seeds]
-        macs, params = table.cost(arch)
-        out[s] = {"acc": round(sum(evals) / len(evals), 3), "test_acc": round(sum(tests) / len(tests), 3),
-                  "acc_per_seed": evals, "macs": int(macs), "params": int(params)}
+    _, out = train_all(space, table, archs, spec, splits, args)
     keys = list(out)
     accs = [out[k]["acc"] for k in keys]
     meta = {
