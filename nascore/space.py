@@ -29,14 +29,14 @@ import random
 import weakref
 from collections import OrderedDict
 from collections.abc import Iterable, Iterator, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import attrs
 import torch
 from torch import nn
 
 from nascore.arch import Architecture, Option, option_members
-from nascore.errors import ArchitectureError, ConstraintError
+from nascore.errors import ArchitectureError, ConstraintError, NascoreError
 
 
 @attrs.frozen
@@ -529,3 +529,17 @@ def clone_module(module: nn.Module, memo: dict[int, Any] | None = None) -> nn.Mo
 
 def count_params(module: nn.Module) -> int:
     return sum(p.numel() for p in module.parameters())
+
+
+S = TypeVar("S", bound="SearchSpace")
+
+
+def require_space(space: Any, kind: type[S], who: str, hint: str) -> S:
+    """``space`` as a ``kind`` space, or an error naming the component and the space it needs.
+
+    For components that only make sense on one family of spaces (NEAS's ensembles, NSE's pool).
+    """
+    if not isinstance(space, kind):
+        raise NascoreError(
+            f"{who} needs the {kind.name} space, but the run's space is {getattr(space, 'name', space)!r}", hint=hint)
+    return space

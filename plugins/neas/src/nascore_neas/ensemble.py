@@ -41,7 +41,7 @@ from nascore.arch import Architecture, Option, option_members
 from nascore.config import Ref, format_pydantic
 from nascore.cost import CostTable, count_params
 from nascore.errors import ArchitectureError, ConfigError, NascoreError
-from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet
+from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet, require_space
 from nascore_neas.chain import ChainLayout, chain_layout
 
 SPLIT = "split"
@@ -367,12 +367,8 @@ def is_ensemble_space(space: Any) -> bool:
 
 
 def require_ensemble(space: Any, who: str) -> EnsembleSpace:
-    if not isinstance(space, EnsembleSpace):
-        raise NascoreError(
-            f"{who} needs an ensemble space, but the run's space is {getattr(space, 'name', space)!r}",
-            hint="set `space: {name: neas_ensemble, options: {base: tiny_chain, members: 2}}`",
-        )
-    return space
+    return require_space(space, EnsembleSpace, who,
+                         hint="set `space: {name: neas_ensemble, options: {base: tiny_chain, members: 2}}`")
 
 
 # -- the supernet -------------------------------------------------------------------------------

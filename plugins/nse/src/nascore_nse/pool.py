@@ -26,8 +26,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
 
 from nascore.arch import Architecture, Option, option_members
-from nascore.errors import NascoreError
-from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet
+from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet, require_space
 
 SKIP = "skip"
 
@@ -217,12 +216,8 @@ def sample_gated(space: NSEPoolSpace, rng: random.Random, probs: Sequence[Mappin
 
 
 def require_pool(space: Any, who: str) -> NSEPoolSpace:
-    if not isinstance(space, NSEPoolSpace):
-        raise NascoreError(
-            f"{who} needs the nse_pool space, but the run's space is {getattr(space, 'name', space)!r}",
-            hint="set `space: {name: nse_pool}` (NSE evolves an active subset of an op pool)",
-        )
-    return space
+    return require_space(space, NSEPoolSpace, who,
+                         hint="set `space: {name: nse_pool}` (NSE evolves an active subset of an op pool)")
 
 
 class NSEPoolSupernet(Supernet):
