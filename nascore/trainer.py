@@ -229,6 +229,14 @@ class SupernetTrainer:
             bar.close()
         ctx.checkpoints.save(self.state_dict(ctx))
 
+    def set_lr(self, total: int) -> None:
+        """This step's learning rate: the distiller's schedule when it has one (PWKD), else the config's."""
+        factor = distiller_lr_factor(self.distiller, self.step, total)
+        if factor is None:
+            factor = lr_factor(self.step, total, self.cfg.schedule, self.cfg.warmup_steps)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+
     def train_step(self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
         """One optimizer step on one sampled path; returns metrics to log."""
         net, opt = ctx.supernet, self.optimizer
@@ -236,11 +244,7 @@ class SupernetTrainer:
         arch = self.sample_arch(ctx)
         ctx.check_same_arch(arch)
         net.set_active(arch)
-        factor = distiller_lr_factor(self.distiller, self.step, total)
-        if factor is None:
-            factor = lr_factor(self.step, total, self.cfg.schedule, self.cfg.warmup_steps)
-        for group in opt.param_groups:
-            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+        self.set_lr(total)
         opt.zero_grad(set_to_none=True)
         loss, logits = self.compute_loss(ctx, x, y, arch)
         if not torch.isfinite(loss):

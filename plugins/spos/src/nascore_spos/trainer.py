@@ -41,7 +41,7 @@ from pydantic import Field, model_validator
 
 from nascore.arch import Architecture, option_members
 from nascore.errors import ConfigError, TrainingDiverged
-from nascore.trainer import SupernetTrainer, TrainerConfig, distiller_lr_factor, lr_factor
+from nascore.trainer import SupernetTrainer, TrainerConfig
 
 if TYPE_CHECKING:
     from nascore.run import RunContext
@@ -251,11 +251,7 @@ class SposTrainer(SupernetTrainer):
         archs = [self.sample_arch(ctx)]
         while self.queue:
             archs.append(self.sample_arch(ctx))
-        factor = distiller_lr_factor(self.distiller, self.step, total)
-        if factor is None:
-            factor = lr_factor(self.step, total, self.cfg.schedule, self.cfg.warmup_steps)
-        for group in opt.param_groups:
-            group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
+        self.set_lr(total)
         opt.zero_grad(set_to_none=True)
         losses, accs = [], []
         loss = logits = None
