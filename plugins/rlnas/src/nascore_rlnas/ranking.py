@@ -17,34 +17,20 @@ DEFAULT_LR = 0.1
 
 def testbed_config(seed: int = 0, random_labels: bool = False, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
                    **trainer_options: Any) -> dict[str, Any]:
-    """A run config that trains a SPOS (uniform) supernet on tiny_chain / mnist5k."""
-    return {
-        "name": f"rlnas-testbed-{'random' if random_labels else 'real'}-{seed}",
-        "seed": seed,
-        "device": "cpu",
-        "space": {"name": "tiny_chain"},
-        "dataset": {"name": "mnist5k"},
-        "data": {"batch_size": 64, "random_labels": random_labels},
-        "stages": [{"kind": "train", "trainer": {"name": "spos", "options": {
-            "sampler": "uniform", "epochs": epochs, "lr": lr, **trainer_options}}}],
-    }
+    """The SPOS test-bed config (uniform sampler), on real or random labels."""
+    from nascore_spos.ranking import tiny_bed_config
+
+    cfg = tiny_bed_config("uniform", seed, epochs, lr, **trainer_options)
+    return {**cfg, "name": f"rlnas-testbed-{'random' if random_labels else 'real'}-{seed}",
+            "data": {**cfg["data"], "random_labels": random_labels}}
 
 
 def train_supernet(seed: int = 0, random_labels: bool = False, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
                    **trainer_options: Any) -> Any:
     """Train the supernet in memory (no run folder); returns the RunContext (W0 in ``initial_weights``)."""
-    import nascore_spos.plugin as spos_plugin
+    from nascore_spos.ranking import run_in_memory
 
-    import nascore_rlnas.plugin as rlnas_plugin
-    from nascore.registry import build_registry
-    from nascore.run import open_run, run_pipeline
-
-    reg = build_registry(load_entry_points=False, extra=[(spos_plugin, "spos"), (rlnas_plugin, "rlnas")])
-    ctx = open_run(testbed_config(seed, random_labels, epochs, lr, **trainer_options), run_dir=None, registry=reg,
-                   quiet=True)
-    run_pipeline(ctx)
-    ctx.stage_key = "rank"
-    return ctx
+    return run_in_memory(testbed_config(seed, random_labels, epochs, lr, **trainer_options))
 
 
 @lru_cache(maxsize=4)

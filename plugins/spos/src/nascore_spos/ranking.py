@@ -33,12 +33,16 @@ def tiny_bed_config(sampler: str = "uniform", seed: int = 0, epochs: int = DEFAU
 def train_supernet(sampler: str = "uniform", seed: int = 0, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
                    **trainer_options: Any) -> Any:
     """Train a SPOS supernet on the test bed in memory (no run folder); returns the RunContext."""
+    return run_in_memory(tiny_bed_config(sampler, seed, epochs, lr, **trainer_options))
+
+
+def run_in_memory(cfg: dict[str, Any]) -> Any:
+    """Run ``cfg`` with the SPOS trainer registered, no run folder; the context, ready to score paths."""
     import nascore_spos.plugin as plugin
     from nascore.registry import build_registry
     from nascore.run import open_run, run_pipeline
 
     reg = build_registry(load_entry_points=False, extra=[(plugin, "spos")])
-    cfg = tiny_bed_config(sampler, seed, epochs, lr, **trainer_options)
     ctx = open_run(cfg, run_dir=None, registry=reg, quiet=True)
     run_pipeline(ctx)
     ctx.stage_key = "rank"
