@@ -36,7 +36,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ranking_rows"))
 import cream as rows  # noqa: E402  (benchmarks/ranking_rows/cream.py)
 
-from nascore.testbed import align, kendall_tau, load_testbed  # noqa: E402
+from nascore.groundtruth.testbed import align, kendall_tau, load_testbed  # noqa: E402
 
 EVAL = {"name": "accuracy", "options": {"recal_batches": 20}}
 

@@ -28,7 +28,7 @@ import torch
 
 from nascore.arch import Architecture
 from nascore.cost import ResourceConstraint
-from nascore.testbed import kendall_tau, load_testbed, load_testbed_file, topk_hit_rate
+from nascore.groundtruth.testbed import kendall_tau, load_testbed, load_testbed_file, topk_hit_rate
 from nascore.testing import make_registry, run_config
 
 MACS_MAX = 6.0e5  # the dna recipe's constraint

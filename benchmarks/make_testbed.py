@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from nascore import __version__ as nascore_version
 from nascore.data import DataBundle, split_indices
 from nascore.registry import build_registry
-from nascore.testbed import kendall_tau, topk_hit_rate
+from nascore.groundtruth.testbed import kendall_tau, topk_hit_rate
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -31,7 +31,7 @@ from typing import Any
 import torch
 
 from nascore.builtin.evaluators import NB201TableEvaluator
-from nascore.nb201_table import load_table
+from nascore.groundtruth.nb201_table import load_table
 from nascore.testing import make_context
 from nascore.registry import build_registry
 

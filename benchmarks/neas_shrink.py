@@ -35,7 +35,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import nascore_neas.plugin as neas_plugin
     from nascore.search import evaluate
-    from nascore.testbed import kendall_tau, load_testbed
+    from nascore.groundtruth.testbed import kendall_tau, load_testbed
     from nascore.testing import make_registry, run_config
 
     truth = load_testbed("tiny_chain_mnist5k")

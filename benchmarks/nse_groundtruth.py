@@ -29,7 +29,7 @@ from make_testbed import train_all  # noqa: E402
 
 from nascore.data import split_indices  # noqa: E402
 from nascore.registry import build_registry  # noqa: E402
-from nascore.testbed import kendall_tau  # noqa: E402
+from nascore.groundtruth.testbed import kendall_tau  # noqa: E402
 
 #: The test space (keep in sync with plugins/nse/tests/test_nse.py).
 TEST_SPACE = {"layers": 2, "width": 8, "ops": ["avg3", "conv1", "conv3", "conv5"], "active": 2, "max_branches": 2}

@@ -72,7 +72,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
 
     import nascore_nse.plugin as nse_plugin
-    from nascore.testbed import kendall_tau
+    from nascore.groundtruth.testbed import kendall_tau
     from nascore.testing import make_registry, run_config
     from nascore_nse.pareto import hypervolume, pareto_front
 

@@ -93,7 +93,7 @@ def plain_steps(model: PlainSupernet, batches: list[tuple[torch.Tensor, torch.Te
 def make_ctx(steps: int, batch: int, sampler: str = "uniform") -> Any:
     import nascore_spos.plugin as plugin
     from nascore.registry import build_registry
-    from nascore.run import open_run
+    from nascore.pipeline.run import open_run
 
     reg = build_registry(load_entry_points=False, extra=[(plugin, "spos")])
     cfg = {

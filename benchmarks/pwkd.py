@@ -4,7 +4,7 @@ One slimmable teacher (``slimmable_chain``, widths 0.25/0.5/0.75/1.0 of a 16/32-
 trained jointly with the ``slimmable`` trainer) is trained once; then, for each seed, the student
 (default: the 0.25-width network, 1.9K parameters) is trained from scratch three times with the
 same initialisation and data order — by the core ``retrain`` stage code itself
-(:func:`nascore.retrain.retrain_one`), so the learning-rate hooks are the ones a run uses:
+(:func:`nascore.pipeline.retrain.retrain_one`), so the learning-rate hooks are the ones a run uses:
 
 * ``none``  — cross-entropy only, one cosine cycle;
 * ``kd``    — CE + logit KD (T=4) from the whole teacher (width 1.0), one cosine cycle;
@@ -81,7 +81,7 @@ def main(argv: list[str] | None = None) -> int:
                                           "stage_schedule": args.stage_schedule,
                                           "base": {"name": "kd", "options": {"temperature": args.temperature}}}),
     }
-    from nascore.retrain import retrain_one
+    from nascore.pipeline.retrain import retrain_one
 
     base = ctx.data
     results: dict[str, list[float]] = {m: [] for m in methods}

@@ -63,7 +63,7 @@ def load_rows(folder: Path = HERE / "ranking_rows") -> tuple[list[Row], list[str
 
 
 def baseline_rows() -> list[Row]:
-    from nascore.testbed import load_testbed
+    from nascore.groundtruth.testbed import load_testbed
 
     return [
         ("baseline: MACs", lambda seed: load_testbed(TESTBED, "macs")),
@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from nascore.testbed import align, kendall_tau, load_testbed, load_testbed_file, topk_hit_rate
+    from nascore.groundtruth.testbed import align, kendall_tau, load_testbed, load_testbed_file, topk_hit_rate
 
     truth = load_testbed(TESTBED)
     meta = load_testbed_file(TESTBED)["meta"]

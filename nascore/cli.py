@@ -15,7 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from nascore import __version__
+from nascore._version import __version__
 from nascore.errors import NascoreError
 
 EPILOG = """examples:
@@ -68,21 +68,12 @@ def _recipe_data(comp: Any) -> dict[str, Any]:
 
 
 def _init_distributed() -> None:
-    """Join the torch.distributed job when launched by torchrun (gloo on CPU, nccl on GPUs)."""
+    """Join the torch.distributed job when launched by torchrun (no-op otherwise)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
         return
-    import datetime
+    from nascore.pipeline.distributed import join_process_group
 
-    import torch
-    import torch.distributed as dist
-
-    if dist.is_initialized():
-        return
-    backend = "nccl" if torch.cuda.is_available() else "gloo"
-    if backend == "nccl":
-        torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
-    timeout = float(os.environ.get("NASCORE_DIST_TIMEOUT", "300"))
-    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=timeout))
+    join_process_group()
 
 
 def _set_threads() -> None:
@@ -94,7 +85,8 @@ def _set_threads() -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     from nascore.config import apply_overrides
-    from nascore.run import open_run, run_pipeline, summary_table
+    from nascore.pipeline.run import open_run, run_pipeline
+    from nascore.report import summary_table
 
     data, source = _load_config(args.config)
     data = apply_overrides(data, args.set or [])
@@ -109,7 +101,8 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from nascore.run import resume_run, run_pipeline, summary_table
+    from nascore.pipeline.run import resume_run, run_pipeline
+    from nascore.report import summary_table
 
     _set_threads()
     _init_distributed()
@@ -144,8 +137,8 @@ def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: ar
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nascore.export import export_one
-    from nascore.run import resume_run
+    from nascore.pipeline.export import export_one
+    from nascore.pipeline.run import resume_run
 
     ctx = resume_run(Path(args.run_dir), quiet=True)
     formats = ["json"] + ([args.format] if args.format != "json" else [])

@@ -9,6 +9,8 @@ together, one line each, naming the field path, the bad value and what is allowe
 from __future__ import annotations
 
 import copy
+import importlib.util
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
@@ -275,9 +277,15 @@ def iter_refs(cfg: RunConfig) -> list[tuple[str, str, Ref]]:
     return refs
 
 
-def validate(data: dict[str, Any], registry: Any, source: str = "config") -> tuple[RunConfig, dict[str, BaseModel]]:
+def validate(
+    data: dict[str, Any], registry: Any, source: str = "config", *,
+    tensorboard_available: Callable[[], bool] | None = None,
+) -> tuple[RunConfig, dict[str, BaseModel]]:
     """Validate a whole config; returns the model and every component's validated options.
 
+    Checked against what is installed: the components (``registry``) and, for ``tensorboard:
+    true``, the tensorboard package (``tensorboard_available``; the pipeline passes its
+    :func:`nascore.pipeline.tensorboard.available`, the default looks the package up).
     Raises :class:`ConfigError` listing every problem at once.
     """
     try:
@@ -297,8 +305,7 @@ def validate(data: dict[str, Any], registry: Any, source: str = "config") -> tup
         except ValidationError as e:
             problems.extend(format_pydantic(e, prefix=f"{path}.options"))
     if cfg.tensorboard:
-        from nascore.tblog import available
-
+        available = tensorboard_available or (lambda: importlib.util.find_spec("tensorboard") is not None)
         if not available():
             problems.append("tensorboard: the tensorboard package is not installed (got true) — "
                             "pip install 'nascore[tensorboard]', or set tensorboard: null to write only when installed")

@@ -64,6 +64,15 @@ def fvcore_macs(model: nn.Module, input_shape: Sequence[int]) -> int:
         model.train(was_training)
 
 
+def fvcore_macs_by_module(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
+    """fvcore's MACs per submodule name of ``model`` (eval mode, one zero input of ``input_shape``)."""
+    model.eval()
+    x = torch.zeros(1, *input_shape)
+    with torch.no_grad(), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        return {k: int(v) for k, v in _analysis(model, (x,)).by_module().items()}
+
+
 def count_params(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
@@ -159,10 +168,8 @@ class CostTable:
     @classmethod
     def build(cls, space: Any, input_shape: Sequence[int]) -> "CostTable":
         """Count every candidate once with fvcore (one trace), then the fixed part (one more)."""
-        from nascore.space import Supernet
-
         input_shape = tuple(int(v) for v in input_shape)
-        net: Supernet = space.build_supernet().eval()
+        net = space.build_supernet().eval()  # a nascore.space.Supernet (cost sits beneath space)
         # Record each candidate's input by running every option of every decision at once.
         everything = Architecture([frozenset(d.options) if len(d.options) > 1 else d.options[0] for d in space.decisions])
         recorded: dict[int, torch.Tensor] = {}

@@ -5,7 +5,7 @@ Every hook hands the plugin a ``register`` callable; the plugin calls it once pe
     register(name, factory, config=ConfigModel, summary="one line")
 
 ``factory(config, ctx)`` builds the component from its validated options (an instance of
-``config``, a pydantic model with ``extra="forbid"``) and the :class:`nascore.run.RunContext`.
+``config``, a pydantic model with ``extra="forbid"``) and the run as a :class:`nascore.roles.Context`.
 The core records which plugin (distribution, version) registered what, refuses duplicate names
 naming both plugins, and reports a plugin whose hook raises without letting it break the others.
 What each role's object must provide is written in :mod:`nascore.roles`.
@@ -13,14 +13,16 @@ What each role's object must provide is written in :mod:`nascore.roles`.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from collections.abc import Callable
 
 import pluggy
 
-if TYPE_CHECKING:
-    from nascore.registry import Register
-
 hookspec = pluggy.HookspecMarker("nascore")
+hookimpl = pluggy.HookimplMarker("nascore")
+"""Marks a plugin's hook implementations (also importable as ``nascore.hookimpl``)."""
+
+Register = Callable[..., None]
+"""The ``register(name, factory, config=Model, summary=...)`` callable each hook receives."""
 
 
 @hookspec

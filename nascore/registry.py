@@ -18,7 +18,7 @@ import difflib
 import importlib
 import importlib.metadata as md
 import os
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import attrs
@@ -26,10 +26,14 @@ import pluggy
 from pydantic import BaseModel, ConfigDict
 
 from nascore import hookspecs
+from nascore._version import __version__
 from nascore.errors import PluginError, UnknownComponent
+from nascore.hookspecs import Register, hookimpl
+
+__all__ = ["Component", "NoOptions", "PluginFailure", "PluginInfo", "Register", "Registry", "build_registry",
+           "get_registry", "hookimpl", "set_registry"]
 
 ENTRY_POINT_GROUP = "nascore"
-hookimpl = pluggy.HookimplMarker("nascore")
 
 
 class NoOptions(BaseModel):
@@ -82,9 +86,6 @@ class PluginInfo:
     version: str
     entry_point: str
     builtin: bool
-
-
-Register = Callable[..., None]
 
 
 class Registry:
@@ -193,8 +194,6 @@ def _nascore_version() -> str:
     try:
         return md.version("nascore")
     except md.PackageNotFoundError:
-        from nascore import __version__
-
         return __version__
 
 

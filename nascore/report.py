@@ -1,4 +1,4 @@
-"""What a person reads after a run: plots, a self-contained HTML report, a comparison table.
+"""What a person reads after a run: the summary table, plots, a self-contained HTML report, a comparison.
 
 Everything is derived from the run folder (``metrics.jsonl``, ``results.json``, ``state.json``,
 ``config.yaml``), so it works for any plugin's run, for a finished run or one still going, and can
@@ -18,6 +18,7 @@ from nascore.config import SearchStage, TrainStage
 from nascore.cost import human
 from nascore.errors import CheckpointError
 from nascore.io import atomic_write, read_json, write_text
+from nascore.pipeline.stages import iter_stages, stage_name
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
@@ -238,16 +239,13 @@ def _stages(cfg: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
     from pydantic import TypeAdapter
 
     from nascore.config import Stage
-    from nascore.run import iter_stages
 
     return list(iter_stages(TypeAdapter(list[Stage]).validate_python(cfg.get("stages", []))))
 
 
 def stage_names(cfg: dict[str, Any]) -> dict[str, str]:
     """Stage key (as in state.json's timings) -> readable name, loops unrolled like the pipeline does."""
-    from nascore.run import _stage_name
-
-    return {key: _stage_name(st) for key, st, _ in _stages(cfg)}
+    return {key: stage_name(st) for key, st, _ in _stages(cfg)}
 
 
 def _img(path: Path) -> str:
@@ -285,9 +283,7 @@ def write_report(run_dir: Path) -> Path:
             return f"{times[key]:.1f} s"
         return "skipped (loop ended early)" if loop_key is not None and loops_done.get(loop_key) else "pending"
 
-    from nascore.run import _stage_name
-
-    timings = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(_stage_name(st))}</td><td>{when(k, loop)}</td></tr>"
+    timings = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(stage_name(st))}</td><td>{when(k, loop)}</td></tr>"
                       for k, st, loop in _stages(_config(run_dir)))
     chosen = results.get("candidates", [{}])[0] if results.get("candidates") else {}
     page = f"""<!doctype html>
@@ -355,5 +351,19 @@ def compare(run_dirs: list[Path]) -> str:
         ))
     widths = [max(len(str(row[j])) for row in rows) for j in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
+    lines.insert(1, "  ".join("-" * w for w in widths))
+    return "\n".join(lines)
+
+
+def summary_table(ctx: Any, top: int = 5) -> str:
+    """The final table a person reads: rank, architecture, score, MACs, params, retrain accuracy."""
+    retrain = ctx.state.get("retrain", {})
+    rows = [("#", "architecture", "score", "MACs", "params", "retrained acc", "origin")]
+    for i, c in enumerate(ctx.candidates[:top]):
+        r = retrain.get(c.arch_str, {})
+        acc = f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-"
+        rows.append((str(i), c.arch_str, f"{c.score:.4g}", human(c.macs), human(c.params), acc, c.origin))
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)

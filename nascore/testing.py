@@ -29,8 +29,8 @@ def run_config(
     data: dict[str, Any], run_dir: Path | None, *, plugins: Iterable[ModuleType] = (), smoke: bool = False,
     registry: Registry | None = None,
 ) -> Any:
-    """Validate and run ``data`` (a config dict); returns the finished RunContext."""
-    from nascore.run import open_run, run_pipeline
+    """Validate and run ``data`` (a config dict); returns the finished context (a ``nascore.pipeline.context.RunContext``)."""
+    from nascore.pipeline.run import open_run, run_pipeline
 
     reg = registry or make_registry(*plugins)
     ctx = open_run(data, run_dir=run_dir, registry=reg, smoke=smoke, quiet=True, overwrite=True)
@@ -43,7 +43,7 @@ def run_config(
 
 def make_context(data: dict[str, Any], *, plugins: Iterable[ModuleType] = (), run_dir: Path | None = None) -> Any:
     """A RunContext for ``data`` without running any stage (unit tests of components)."""
-    from nascore.run import open_run
+    from nascore.pipeline.run import open_run
 
     return open_run(data, run_dir=run_dir, registry=make_registry(*plugins), quiet=True, overwrite=True)
 

@@ -23,7 +23,7 @@ from nascore.arch import Architecture
 from nascore.errors import TrainingDiverged
 
 if TYPE_CHECKING:
-    from nascore.run import RunContext
+    from nascore.roles import Context
 
 
 class TrainerConfig(BaseModel):
@@ -100,7 +100,7 @@ class SupernetTrainer:
 
     Config = TrainerConfig
 
-    def __init__(self, cfg: TrainerConfig, ctx: "RunContext | None" = None) -> None:
+    def __init__(self, cfg: TrainerConfig, ctx: "Context | None" = None) -> None:
         self.cfg = cfg
         self.rng = random.Random(0)
         self.step = 0
@@ -109,15 +109,15 @@ class SupernetTrainer:
         self.distiller: Any = None
 
     # -- method hooks --------------------------------------------------------------------------
-    def setup(self, ctx: "RunContext") -> None:
+    def setup(self, ctx: "Context") -> None:
         """Called once before training (after the supernet exists, before any resume)."""
 
-    def sample_arch(self, ctx: "RunContext") -> Architecture:
+    def sample_arch(self, ctx: "Context") -> Architecture:
         """The path of this step (default: uniform over the current space)."""
         return ctx.space.sample(self.rng)
 
     def compute_loss(
-        self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture
+        self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, arch: Architecture
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Forward the path and return ``(loss, logits)``; adds the distiller's loss if any."""
         logits = ctx.supernet(x)
@@ -129,7 +129,7 @@ class SupernetTrainer:
         return F.cross_entropy(logits, y, label_smoothing=self.cfg.label_smoothing), logits
 
     def after_step(
-        self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
+        self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
         logits: torch.Tensor, loss: torch.Tensor,
     ) -> dict[str, float]:
         """Bookkeeping after the optimizer step; returns extra metrics to log."""
@@ -142,19 +142,19 @@ class SupernetTrainer:
     def load_extra_state(self, state: dict[str, Any]) -> None:
         """Inverse of :meth:`extra_state`."""
 
-    def clear_inactive_grads(self, ctx: "RunContext", arch: Architecture) -> None:
+    def clear_inactive_grads(self, ctx: "Context", arch: Architecture) -> None:
         """Set the gradient of every parameter of an unused candidate to None before the step, so
         the optimizer skips it (no momentum, no weight decay). Cheap: the supernet caches its
         per-op parameter lists."""
         for p in ctx.supernet.inactive_parameters(arch):
             p.grad = None
 
-    def parameters(self, ctx: "RunContext") -> Any:
+    def parameters(self, ctx: "Context") -> Any:
         """What the optimizer updates (default: every supernet parameter)."""
         return ctx.supernet.parameters()
 
     # -- the loop ------------------------------------------------------------------------------
-    def steps_per_epoch(self, ctx: "RunContext") -> int:
+    def steps_per_epoch(self, ctx: "Context") -> int:
         n = ctx.data.num_batches("train")
         if self.cfg.steps_per_epoch:
             n = min(n, self.cfg.steps_per_epoch)
@@ -162,10 +162,10 @@ class SupernetTrainer:
             n = min(n, 2)
         return max(n, 1)
 
-    def epochs(self, ctx: "RunContext") -> int:
+    def epochs(self, ctx: "Context") -> int:
         return 1 if ctx.smoke else self.cfg.epochs
 
-    def state_dict(self, ctx: "RunContext") -> dict[str, Any]:
+    def state_dict(self, ctx: "Context") -> dict[str, Any]:
         return {
             "supernet": ctx.supernet.state_dict(),
             "optimizer": self.optimizer.state_dict() if self.optimizer else {},
@@ -177,7 +177,7 @@ class SupernetTrainer:
             "distiller": self.distiller.state_dict() if hasattr(self.distiller, "state_dict") else {},
         }
 
-    def load_state(self, ctx: "RunContext", state: dict[str, Any]) -> None:
+    def load_state(self, ctx: "Context", state: dict[str, Any]) -> None:
         ctx.supernet.load_state_dict(state["supernet"])
         if self.optimizer is not None and state.get("optimizer"):
             self.optimizer.load_state_dict(state["optimizer"])
@@ -189,7 +189,7 @@ class SupernetTrainer:
         if state.get("distiller") and hasattr(self.distiller, "load_state_dict"):
             self.distiller.load_state_dict(state["distiller"])
 
-    def fit(self, ctx: "RunContext") -> None:
+    def fit(self, ctx: "Context") -> None:
         """Train for the configured epochs, resuming from this stage's checkpoint if any."""
         net = ctx.supernet
         self.rng = random.Random(ctx.stage_seed("sampler"))
@@ -237,7 +237,7 @@ class SupernetTrainer:
         for group in self.optimizer.param_groups:
             group["lr"] = group.setdefault("initial_lr", group["lr"]) * factor
 
-    def train_step(self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
+    def train_step(self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
         """One optimizer step on one sampled path; returns metrics to log."""
         net, opt = ctx.supernet, self.optimizer
         assert opt is not None

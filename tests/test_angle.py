@@ -13,7 +13,7 @@ from nascore.arch import Architecture
 from nascore.builtin.angle import AngleConfig, AngleEvaluator, cell_paths, weight_vectors
 from nascore.builtin.nb201 import tiny_cell_space
 from nascore.io import load_torch
-from nascore.run import resume_run
+from nascore.pipeline.run import resume_run
 from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet
 from nascore.testing import make_context, run_config, tiny_config
 

@@ -32,7 +32,7 @@ def _supernet_path_output(ctx, index, x):
 
 @pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
 def test_export_round_trip_matches_the_supernet_path(finished_run, fmt):
-    from nascore.export import export_one
+    from nascore.pipeline.export import export_one
 
     ctx, run_dir = finished_run
     folder = export_one(ctx, 0, ["json", fmt])
@@ -52,7 +52,7 @@ def test_export_round_trip_matches_the_supernet_path(finished_run, fmt):
 
 
 def test_state_dict_export_loads_into_a_fresh_child(finished_run):
-    from nascore.export import export_one
+    from nascore.pipeline.export import export_one
     from nascore.io import load_torch
 
     ctx, _ = finished_run
@@ -67,7 +67,7 @@ def test_state_dict_export_loads_into_a_fresh_child(finished_run):
 
 def test_export_of_a_missing_candidate_is_a_clear_error(finished_run):
     from nascore.errors import NascoreError
-    from nascore.export import export_one
+    from nascore.pipeline.export import export_one
 
     ctx, _ = finished_run
     with pytest.raises(NascoreError, match="--arch 99: the run has 4 candidates"):

@@ -47,7 +47,7 @@ def test_loop_stage_runs_rounds_and_stops_when_a_selector_is_done(tmp_path):
 
 
 def test_restricted_space_is_restored_on_resume(tmp_path):
-    from nascore.run import resume_run
+    from nascore.pipeline.run import resume_run
 
     cfg = tiny_config(stages=[{"kind": "shrink", "selector": "shrink_once"}])
     reg = make_registry((Plugin(), "test-plugin"))

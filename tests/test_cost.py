@@ -146,7 +146,7 @@ def test_nb201_params_match_the_published_benchmark():
     isomorphism class and reports, for ~1.3% of cells, the mean over the class's variants (a
     non-integer count, or the mean of two variants) — every other cell must match exactly.
     """
-    T = pytest.importorskip("nascore.nb201_table")
+    T = pytest.importorskip("nascore.groundtruth.nb201_table")
     space = nb201_space(input_shape=(3, 32, 32))
     table = space.cost_table()
     published = T.load_table("cifar10_200ep")

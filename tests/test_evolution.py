@@ -168,7 +168,7 @@ def test_same_seed_same_result_and_resume_after_a_kill(tmp_path: Path) -> None:
     before = {tuple(c["ops"]) for c in saved["evaluated"]}
     CALLS.clear()
     KILL["after"] = None
-    from nascore.run import resume_run, run_pipeline
+    from nascore.pipeline.run import resume_run, run_pipeline
 
     ctx = resume_run(tmp_path / "killed", quiet=True, registry=make_registry(PLUGIN))
     run_pipeline(ctx)

@@ -1,4 +1,4 @@
-"""``nascore.mixed``: α over a space's decisions, sub-space training and scoring (TNAS, SETN)."""
+"""``nascore.methods.mixed``: α over a space's decisions, sub-space training and scoring (TNAS, SETN)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ import torch
 from nascore.arch import Architecture, option_members
 from nascore.errors import NascoreError
 from nascore.evaluate import bn_state
-from nascore.mixed import ArchAlpha, path_accuracy, subspace_arch, subspace_members, subspace_size, train_steps
+from nascore.methods.mixed import ArchAlpha, path_accuracy, subspace_arch, subspace_members, subspace_size, train_steps
 from nascore.testing import make_context
 
 torch.set_num_threads(1)

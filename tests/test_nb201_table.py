@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from nascore import nb201_table as T
+from nascore.groundtruth import nb201_table as T
 from nascore.arch import Architecture
 from nascore.errors import ArchitectureError, ConfigError, DatasetError
 from nascore.registry import build_registry

@@ -128,7 +128,7 @@ def test_report_shows_the_plots_plugins_draw_too(runs, tmp_path):
 
 
 def test_report_of_a_run_that_has_not_finished(tmp_path):
-    from nascore.run import open_run
+    from nascore.pipeline.run import open_run
 
     ctx = open_run(_config(), run_dir=tmp_path / "run", quiet=True,
                    registry=__import__("nascore.testing", fromlist=["make_registry"]).make_registry())

@@ -429,7 +429,7 @@ def test_nb201_strings_are_the_benchmark_table_keys(spaces):
     NASWOT score are exactly the cells ``is_valid`` rejects (output cut off from the input)."""
     import math
 
-    T = pytest.importorskip("nascore.nb201_table")
+    T = pytest.importorskip("nascore.groundtruth.nb201_table")
     nb = spaces["nb201"]
     rng = random.Random(8)
     for _ in range(300):

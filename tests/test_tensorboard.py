@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from nascore import tblog
+from nascore.pipeline import tensorboard as tblog
 from nascore.errors import ConfigError
 from nascore.testing import run_config, tiny_config
 
@@ -92,7 +92,7 @@ def test_tensorboard_false_writes_no_event_files(tmp_path):
 
 def test_a_resumed_log_continues_the_implicit_x_axis(tmp_path):
     _need_tensorboard()
-    from nascore.run import MetricsLog
+    from nascore.pipeline.metrics import MetricsLog
 
     path = tmp_path / "run" / "metrics.jsonl"
     path.parent.mkdir()

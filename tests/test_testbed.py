@@ -9,7 +9,7 @@ import random
 import pytest
 
 from nascore.errors import DatasetError
-from nascore.testbed import align, kendall_tau, load_testbed, load_testbed_file, topk_hit_rate
+from nascore.groundtruth.testbed import align, kendall_tau, load_testbed, load_testbed_file, topk_hit_rate
 
 
 def brute_tau_b(x: list[float], y: list[float]) -> float:

@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nascore.arch import Architecture
 from nascore.evaluate import accuracy, bn_state, load_bn_state, recalibrate_bn
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 
 
 class AccuracyConfig(BaseModel):

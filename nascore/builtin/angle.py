@@ -2,7 +2,7 @@
 
 ``angle(a) = arccos(cos_sim(V(a, W0), V(a, Wt)))`` where ``V(a, W)`` is the weight vector of
 architecture ``a`` built from the supernet weights ``W``; ``W0`` is the supernet at
-initialisation (:attr:`nascore.run.RunContext.initial_weights`, recorded before any training) and
+initialisation (:attr:`nascore.roles.Context.initial_weights`, recorded before any training) and
 ``Wt`` the current weights. A larger angle ranks higher. The evaluator reads no data at all (no
 images, no labels), which is what lets RLNAS search without labelled data.
 
@@ -44,7 +44,7 @@ from torch import nn
 
 from nascore.arch import Architecture, option_members
 from nascore.errors import NascoreError
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 from nascore.space import Supernet, Zero
 
 NORM_TYPES: tuple[type[nn.Module], ...] = (

@@ -33,7 +33,7 @@ from torch.utils.data import Dataset
 
 from nascore.data import DatasetSpec
 from nascore.errors import DatasetError
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 
 MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)

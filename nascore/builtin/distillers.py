@@ -3,7 +3,7 @@
 ``kd`` — Hinton et al.'s logit distillation from an external teacher: the KL divergence between the
 teacher's and the student's softened class distributions at temperature ``T``, scaled by ``T²`` so
 its gradients keep their size when ``T`` changes. The teacher is any model
-:func:`nascore.teacher.load_teacher` can load (another run's retrained child, an export folder,
+:func:`nascore.methods.teacher.load_teacher` can load (another run's retrained child, an export folder,
 this run's supernet, a torchvision model with a local weights file). Other distillers wrap it:
 PWKD swaps its ``teacher`` at each stage.
 """
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field
 
 from nascore.errors import NascoreError
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 
 
 class KDConfig(BaseModel):
@@ -45,14 +45,14 @@ def kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperat
 
 
 class KDDistiller:
-    """Logit KD from a frozen teacher (``self.teacher``, a :class:`nascore.teacher.Teacher`)."""
+    """Logit KD from a frozen teacher (``self.teacher``, a :class:`nascore.methods.teacher.Teacher`)."""
 
     def __init__(self, cfg: KDConfig, ctx: Any = None) -> None:
         self.cfg = cfg
         self.replaces_ce = cfg.alpha is not None
         self.teacher: Any = None
         if cfg.teacher is not None:
-            from nascore.teacher import load_teacher
+            from nascore.methods.teacher import load_teacher
 
             self.teacher = load_teacher(cfg.teacher, ctx, weights=cfg.weights, arch=cfg.teacher_arch)
 

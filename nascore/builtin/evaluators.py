@@ -15,7 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from nascore.arch import Architecture
 from nascore.errors import ConfigError
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 
 
 class NB201TableConfig(BaseModel):
@@ -33,7 +33,7 @@ class NB201TableConfig(BaseModel):
     @model_validator(mode="after")
     def _known_metric(self) -> "NB201TableConfig":
         if self.path is None and self.metric is not None:
-            from nascore.nb201_table import COLUMNS, METRIC_NAMES
+            from nascore.groundtruth.nb201_table import COLUMNS, METRIC_NAMES
 
             keys = {v: k for k, v in METRIC_NAMES[self.table].items()}
             if self.metric not in COLUMNS[self.table] and self.metric not in keys:
@@ -56,7 +56,7 @@ class NB201TableEvaluator:
     higher_is_better = True
 
     def __init__(self, table: str = "cifar10_200ep", column: str | None = None, path: str | None = None) -> None:
-        from nascore.nb201_table import DEFAULT_METRIC, METRIC_NAMES, load_table, metric_name
+        from nascore.groundtruth.nb201_table import DEFAULT_METRIC, METRIC_NAMES, load_table, metric_name
 
         self.table_name = None if path is not None else table
         if column is None:

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nascore.arch import Architecture, Candidate
 from nascore.errors import ConstraintError, NascoreError
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 from nascore.roles import SearchResult
 from nascore.search import evaluate, rank
 from nascore.trainer import rng_from_json, rng_state_json

@@ -25,7 +25,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field
 
 from nascore.arch import Architecture, Candidate
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 from nascore.roles import SearchResult
 from nascore.search import evaluate, rank, sample_feasible
 

@@ -6,7 +6,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 
 
 class TinyChainConfig(BaseModel):

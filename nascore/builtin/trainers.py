@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from nascore.registry import hookimpl
+from nascore.hookspecs import hookimpl
 from nascore.trainer import SupernetTrainer, TrainerConfig
 
 

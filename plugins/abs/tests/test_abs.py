@@ -19,7 +19,7 @@ import nascore.builtin.tiny as tiny
 from nascore.builtin.angle import AngleEvaluator
 from nascore.errors import ConfigError
 from nascore.registry import hookimpl
-from nascore.run import resume_run
+from nascore.pipeline.run import resume_run
 from nascore.testing import make_context, make_registry, run_config, tiny_config
 
 torch.set_num_threads(1)
@@ -124,7 +124,7 @@ def test_reinit_rerecords_w0_and_resume_gives_the_same_space(tmp_path: Path) -> 
     ctx = resume_run(tmp_path / "killed", quiet=True, registry=make_registry(*PLUGINS))
     try:
         assert ctx.state["abs_shrink"]["1"]["trained"] == 2  # two phases were done before the kill
-        from nascore.run import run_pipeline
+        from nascore.pipeline.run import run_pipeline
 
         run_pipeline(ctx)
         assert ctx.space.allowed == full.space.allowed

@@ -340,7 +340,7 @@ def test_cream_run_end_to_end_and_board_selector(tmp_path):
 
 
 def test_cream_resume_restores_the_board_exactly(tmp_path, monkeypatch):
-    from nascore.run import resume_run, run_pipeline
+    from nascore.pipeline.run import resume_run, run_pipeline
 
     cfg = _cream_run_cfg(compat="cream-code")
     run_config(cfg, tmp_path / "ref", plugins=[cream_plugin])
@@ -436,7 +436,7 @@ def test_cream_board_holds_the_cream_of_the_test_bed():
     their standalone (ground-truth) accuracy — the board really collects the "cream"."""
     import statistics
 
-    from nascore.testbed import load_testbed
+    from nascore.groundtruth.testbed import load_testbed
 
     truth = load_testbed("tiny_chain_mnist5k")
     cfg = {"name": "cream-bed", "seed": 0, "device": "cpu", "space": {"name": "tiny_chain"},

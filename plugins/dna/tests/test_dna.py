@@ -16,7 +16,7 @@ import nascore_dna.plugin as dna_plugin
 from nascore.arch import Architecture
 from nascore.cost import ResourceConstraint
 from nascore.errors import NascoreError
-from nascore.teacher import Teacher
+from nascore.methods.teacher import Teacher
 from nascore.testing import make_context, run_config, tiny_config
 from nascore_dna.blocks import check_blocks, cut_by_shape, student_blocks, torchvision_units, unit_shapes
 from nascore_dna.selector import BlockItem, best_combinations
@@ -72,7 +72,7 @@ def test_dna_trainer_updates_blocks_not_head(tmp_path) -> None:
     ctx = make_context(cfg, plugins=[dna_plugin], run_dir=tmp_path)
     head = {k: v.clone() for k, v in ctx.supernet.head.state_dict().items()}
     stem = ctx.supernet.stem[0].weight.detach().clone()
-    from nascore.run import run_pipeline
+    from nascore.pipeline.run import run_pipeline
 
     run_pipeline(ctx)
     assert all(torch.equal(head[k], v) for k, v in ctx.supernet.head.state_dict().items())
@@ -157,7 +157,7 @@ def test_dna_pipeline_scores_every_block_candidate_once(tmp_path) -> None:
 
 
 def test_dna_resume_after_kill_matches(tmp_path) -> None:
-    from nascore.run import resume_run, run_pipeline
+    from nascore.pipeline.run import resume_run, run_pipeline
 
     cfg = _dna_config()
     ref = run_config(cfg, tmp_path / "ref", plugins=[dna_plugin])
@@ -198,7 +198,7 @@ def test_dna_torchvision_resnet_cut_at_stage_boundaries() -> None:
     from nascore.builtin.mobilenet import MobileNetSpace
 
     model = torchvision.models.resnet18(weights=None, num_classes=10)
-    from nascore.teacher import RepeatChannels
+    from nascore.methods.teacher import RepeatChannels
 
     teacher = Teacher(model, kind="torchvision", source="torchvision resnet18", prepare=RepeatChannels(3))
     space = MobileNetSpace(stem_stride=2, stage_depths=(1, 1, 1, 1), stage_channels=(64, 128, 256, 512),

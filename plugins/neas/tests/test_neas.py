@@ -259,7 +259,7 @@ def test_neas_diversity_shrinking_drops_the_op_worst_standalone_on_the_test_bed(
     (tau > 0) and the op dropped is ``skip``, the worst op of every layer standalone."""
     import statistics
 
-    from nascore.testbed import kendall_tau, load_testbed
+    from nascore.groundtruth.testbed import kendall_tau, load_testbed
 
     truth = load_testbed("tiny_chain_mnist5k")
     ops = ("conv3", "conv5", "skip")

@@ -21,7 +21,7 @@ from nascore.arch import Architecture
 from nascore.config import validate
 from nascore.cost import check_table
 from nascore.errors import ConfigError
-from nascore.run import open_run, run_pipeline
+from nascore.pipeline.run import open_run, run_pipeline
 from nascore.testing import make_context, make_registry, run_config, tiny_config
 from nascore_nse.pareto import hypervolume, pareto_front
 from nascore_nse.pool import SKIP, NSEPoolSpace, sample_gated
@@ -209,7 +209,7 @@ def test_nse_new_round_reinitialises_weights_and_alpha(tmp_path):
 def test_nse_resumed_run_continues_the_rounds_exactly(tmp_path):
     import yaml
 
-    from nascore.run import resume_run
+    from nascore.pipeline.run import resume_run
 
     full = run_config(nse_config(rounds=2, samples=4), tmp_path / "full", registry=REG)
     part_dir = tmp_path / "part"

@@ -191,7 +191,7 @@ def test_pwkd_kd_teacher_from_export_and_run_folders(tmp_path) -> None:
         {"kind": "export", "formats": ["json"]},
     ])
     run_config(first, tmp_path / "t", plugins=[pwkd_plugin], smoke=True)
-    from nascore.teacher import load_teacher
+    from nascore.methods.teacher import load_teacher
 
     ctx = make_context(tiny_config(dataset=SYN), plugins=[pwkd_plugin])
     a = load_teacher(f"export:{tmp_path / 't' / 'export' / '0'}", ctx)

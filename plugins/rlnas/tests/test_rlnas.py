@@ -136,7 +136,7 @@ def test_rlnas_ranking_on_the_test_bed(seed: int) -> None:
     """
     from nascore_rlnas.ranking import accuracy_scores, angle_scores, train_supernet
 
-    from nascore.testbed import align, kendall_tau, load_testbed
+    from nascore.groundtruth.testbed import align, kendall_tau, load_testbed
 
     truth = load_testbed("tiny_chain_mnist5k")
     ctx = train_supernet(seed, random_labels=True)

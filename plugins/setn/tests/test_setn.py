@@ -12,7 +12,7 @@ import torch
 import nascore_setn.plugin as setn_plugin
 from nascore.arch import Architecture
 from nascore.errors import NascoreError
-from nascore.mixed import ALPHA_STATE_KEY, ArchAlpha
+from nascore.methods.mixed import ALPHA_STATE_KEY, ArchAlpha
 from nascore.testing import make_context, make_registry, run_config
 from nascore.trainer import make_optimizer
 from nascore_setn.trainer import SETNConfig, SETNTrainer
@@ -73,7 +73,7 @@ def test_alpha_step_changes_only_alpha() -> None:
 
 
 def test_alpha_is_checkpointed_written_to_state_and_resumed(tmp_path: Any, monkeypatch: pytest.MonkeyPatch) -> None:
-    from nascore.run import resume_run, run_pipeline
+    from nascore.pipeline.run import resume_run, run_pipeline
 
     cfg = {"name": "s", "seed": 0, "device": "cpu", "space": {"name": "tiny_cell"}, "dataset": {"name": "synthetic"},
            "data": {"batch_size": 32, "val_fraction": 0.3}, "checkpoint_every": 3,
@@ -109,7 +109,7 @@ def test_alpha_is_checkpointed_written_to_state_and_resumed(tmp_path: Any, monke
 
 
 def test_top_k_by_alpha_beats_the_space_mean_on_tiny_cell_ground_truth() -> None:
-    from nascore.testbed import load_testbed
+    from nascore.groundtruth.testbed import load_testbed
 
     truth = load_testbed("tiny_cell_mnist5k")
     cfg = {"name": "gt", "seed": 0, "device": "cpu", "space": {"name": "tiny_cell", "options": {"bn_affine": False}},

@@ -14,7 +14,7 @@ import pytest
 import torch
 
 from nascore.evaluate import bn_layers, bn_state, recalibrate_bn
-from nascore.testbed import align, kendall_tau, load_testbed, topk_hit_rate
+from nascore.groundtruth.testbed import align, kendall_tau, load_testbed, topk_hit_rate
 from nascore_spos.ranking import score_all, train_supernet
 
 torch.set_num_threads(1)

@@ -253,7 +253,7 @@ def test_fair_accumulate_updates_every_op_once_per_step() -> None:
 
 
 def test_spos_trainer_runs_and_resumes_in_a_pipeline(tmp_path) -> None:
-    from nascore.run import resume_run, run_pipeline
+    from nascore.pipeline.run import resume_run, run_pipeline
     from nascore.testing import make_registry, run_config
 
     stages = [{"kind": "train", "trainer": {"name": "spos", "options": {"sampler": "flops_binned", "epochs": 2,

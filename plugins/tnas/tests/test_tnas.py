@@ -14,7 +14,7 @@ import nascore_tnas.plugin as tnas_plugin
 import nascore_tnas.selector as tnas_selector
 from nascore.arch import Architecture
 from nascore.errors import ConfigError, NascoreError
-from nascore.mixed import ALPHA_STATE_KEY, ArchAlpha, subspace_members
+from nascore.methods.mixed import ALPHA_STATE_KEY, ArchAlpha, subspace_members
 from nascore.testing import make_context, make_registry, run_config
 from nascore_tnas import optree
 from nascore_tnas.selector import TNASConfig, TNASSelector

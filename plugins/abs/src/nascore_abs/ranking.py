@@ -49,7 +49,7 @@ def run_abs_spos(seed: int = 0, **kw: Any) -> Any:
 
     import nascore_abs.plugin as abs_plugin
     from nascore.registry import build_registry
-    from nascore.run import open_run, run_pipeline
+    from nascore.pipeline.run import open_run, run_pipeline
 
     reg = build_registry(load_entry_points=False, extra=[(spos_plugin, "spos"), (abs_plugin, "abs")])
     ctx = open_run(abs_spos_config(seed, **kw), run_dir=None, registry=reg, quiet=True)

@@ -34,7 +34,7 @@ from nascore.errors import NascoreError
 from nascore_cream.board import BoardEntry, PrioritizedBoard
 
 if TYPE_CHECKING:
-    from nascore.run import RunContext
+    from nascore.roles import Context
 
 STATE_KEY = "cream_board"
 
@@ -139,7 +139,7 @@ def twice_differentiable(net: nn.Module) -> Iterator[None]:
             del m.forward
 
 
-def mean_across_ranks(ctx: "RunContext", value: float) -> float:
+def mean_across_ranks(ctx: "Context", value: float) -> float:
     """The mean of ``value`` over the ranks of a distributed run (itself otherwise)."""
     if not ctx.dist.enabled:
         return value
@@ -159,7 +159,7 @@ class PrioritizedPaths:
     with the board into ``ctx.state["cream_board"]`` for the ``board`` selector.
     """
 
-    def __init__(self, opts: PathDistillOptions, ctx: "RunContext", owner: str) -> None:
+    def __init__(self, opts: PathDistillOptions, ctx: "Context", owner: str) -> None:
         self.opts = opts
         self.owner = owner
         self.code = opts.compat == "cream-code"
@@ -197,7 +197,7 @@ class PrioritizedPaths:
         return self.active(epoch) and step > 0 and step % self.update_iter == 0 and len(self.board) > 0 \
             and self.opts.pick == "meta" and step != self._meta_step
 
-    def check(self, ctx: "RunContext") -> None:
+    def check(self, ctx: "Context") -> None:
         """Refuse a setup that cannot work (no val split for the paper's look-ahead or val scoring)."""
         needs_val = self.opts.score == "val" or (self.opts.pick == "meta" and not self.code)
         if needs_val and ctx.data.num_batches("val", drop_last=False) == 0:
@@ -222,7 +222,7 @@ class PrioritizedPaths:
                 return net(x)
             return torch.func.functional_call(net, params, (x,))
 
-    def val_batch(self, ctx: "RunContext", step: int) -> tuple[torch.Tensor, torch.Tensor]:
+    def val_batch(self, ctx: "Context", step: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The val batch of ``step`` (cycling through the val split, deterministic on resume)."""
         nb = ctx.data.num_batches("val", drop_last=False)
         epoch, start = divmod(step, nb)
@@ -268,7 +268,7 @@ class PrioritizedPaths:
     # -- the loss --------------------------------------------------------------------------------
     def loss(
         self, net: nn.Module, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, arch: Architecture,
-        ctx: "RunContext", *, epoch: int, step: int, label_smoothing: float = 0.0,
+        ctx: "Context", *, epoch: int, step: int, label_smoothing: float = 0.0,
     ) -> torch.Tensor:
         """The student's training loss for this step; offers the path to the board afterwards."""
         ce = F.cross_entropy(logits, y, label_smoothing=label_smoothing)
@@ -295,7 +295,7 @@ class PrioritizedPaths:
 
     def offer(
         self, net: nn.Module, logits: torch.Tensor, teacher_logits: torch.Tensor | None, x: torch.Tensor,
-        y: torch.Tensor, arch: Architecture, ctx: "RunContext", step: int,
+        y: torch.Tensor, arch: Architecture, ctx: "Context", step: int,
     ) -> str | None:
         """Score the student path and offer it to the board (admission rule in :mod:`board`)."""
         if not ctx.feasible(arch):
@@ -330,7 +330,7 @@ class PrioritizedPaths:
         return lr
 
     def meta_update(
-        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, arch: Architecture, ctx: "RunContext", *,
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, arch: Architecture, ctx: "Context", *,
         step: int, lr: float, lr_scale: float = 1.0, label_smoothing: float = 0.0,
         optimizer: torch.optim.Optimizer | None = None,
     ) -> dict[str, float]:
@@ -358,7 +358,7 @@ class PrioritizedPaths:
         self._meta_step = step
         return out
 
-    def _step_meta(self, ctx: "RunContext", grads: tuple[torch.Tensor | None, ...]) -> None:
+    def _step_meta(self, ctx: "Context", grads: tuple[torch.Tensor | None, ...]) -> None:
         self.meta_opt.zero_grad(set_to_none=True)
         for p, g in zip(self.meta.parameters(), grads):
             p.grad = None if g is None else g.detach().clone()
@@ -367,7 +367,7 @@ class PrioritizedPaths:
         self.meta_opt.zero_grad(set_to_none=True)
 
     def _meta_update_paper(
-        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, arch: Architecture, ctx: "RunContext",
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, arch: Architecture, ctx: "Context",
         named: list[tuple[str, nn.Parameter]], step: int, lr: float, label_smoothing: float,
     ) -> dict[str, float]:
         j, rho, _ = self.select_teacher(net, arch)  # ρ depends on θ only
@@ -386,7 +386,7 @@ class PrioritizedPaths:
         return {"meta_val_loss": float(l_val.detach()), "meta_rho": float(rho.detach())}
 
     def _meta_update_code(
-        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, arch: Architecture, ctx: "RunContext",
+        self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, arch: Architecture, ctx: "Context",
         named: list[tuple[str, nn.Parameter]], meta_lr: float, optimizer: torch.optim.Optimizer | None,
     ) -> dict[str, float]:
         s = self.opts.slice
@@ -423,7 +423,7 @@ class PrioritizedPaths:
         self._step_meta(ctx, meta_grads)
         return {"meta_val_loss": float(l_val.detach()), "meta_rho": float(rho.detach())}
 
-    def step_meta_from_loss(self, ctx: "RunContext") -> None:
+    def step_meta_from_loss(self, ctx: "Context") -> None:
         """Code semantics: ρ is not detached, so the training loss also trains ``M`` every step
         (the meta layer is a param group of the code's main optimizer). Apply those gradients."""
         if any(p.grad is not None for p in self.meta.parameters()):
@@ -432,7 +432,7 @@ class PrioritizedPaths:
             self.meta_opt.zero_grad(set_to_none=True)
 
     # -- persistence -----------------------------------------------------------------------------
-    def publish(self, ctx: "RunContext") -> None:
+    def publish(self, ctx: "Context") -> None:
         """Write the board (JSON: arch strings, scores, MACs) into ``ctx.state`` for selectors."""
         self._unpublished = False
         ctx.state[STATE_KEY] = {

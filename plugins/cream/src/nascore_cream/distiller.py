@@ -23,7 +23,7 @@ from nascore.errors import NascoreError
 from nascore_cream.distill import PathDistillOptions, PrioritizedPaths
 
 if TYPE_CHECKING:
-    from nascore.run import RunContext
+    from nascore.roles import Context
 
 
 class PrioritizedPathConfig(PathDistillOptions):
@@ -35,7 +35,7 @@ class PrioritizedPathDistiller:
 
     replaces_ce = True
 
-    def __init__(self, cfg: PrioritizedPathConfig, ctx: "RunContext") -> None:
+    def __init__(self, cfg: PrioritizedPathConfig, ctx: "Context") -> None:
         self.cfg = cfg
         self.engine = PrioritizedPaths(cfg, ctx, owner="distiller prioritized_path")
         self._checked = False
@@ -46,7 +46,7 @@ class PrioritizedPathDistiller:
 
     def loss(
         self, student_logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor, arch: Architecture,
-        ctx: "RunContext", trainer: Any,
+        ctx: "Context", trainer: Any,
     ) -> torch.Tensor:
         if trainer is None or getattr(trainer, "optimizer", None) is None:
             raise NascoreError(

@@ -23,7 +23,7 @@ from nascore.search import objective, rank
 from nascore_cream.distill import STATE_KEY
 
 if TYPE_CHECKING:
-    from nascore.run import RunContext
+    from nascore.roles import Context
 
 
 class BoardSelectorConfig(BaseModel):
@@ -41,7 +41,7 @@ class BoardSelector:
     def __init__(self, cfg: BoardSelectorConfig, ctx: Any = None) -> None:
         self.cfg = cfg
 
-    def search(self, ctx: "RunContext", evaluator: Any) -> SearchResult:
+    def search(self, ctx: "Context", evaluator: Any) -> SearchResult:
         board = ctx.state.get(STATE_KEY) or {}
         entries = board.get("entries") or []
         if not entries:

@@ -25,7 +25,7 @@ from nascore.trainer import SupernetTrainer, TrainerConfig
 from nascore_cream.distill import PathDistillOptions, PrioritizedPaths
 
 if TYPE_CHECKING:
-    from nascore.run import RunContext
+    from nascore.roles import Context
 
 #: The code's ``PRE_PROB`` (``experiments/configs/train/train.yaml``) for its six MBConv ops.
 PRE_PROB: dict[str, float] = {"k3e4": 0.05, "k3e6": 0.2, "k5e4": 0.05, "k5e6": 0.5, "k7e4": 0.05, "k7e6": 0.15}
@@ -79,7 +79,7 @@ class CreamTrainer(SupernetTrainer):
 
     Config = CreamConfig
 
-    def __init__(self, cfg: CreamConfig, ctx: "RunContext | None" = None) -> None:
+    def __init__(self, cfg: CreamConfig, ctx: "Context | None" = None) -> None:
         super().__init__(cfg, ctx)
         self.cfg: CreamConfig = cfg
         self.engine: PrioritizedPaths | None = None
@@ -87,7 +87,7 @@ class CreamTrainer(SupernetTrainer):
         self._static_probs: list[dict[str, float] | None] | None = None
 
     # -- setup -------------------------------------------------------------------------------
-    def setup(self, ctx: "RunContext") -> None:
+    def setup(self, ctx: "Context") -> None:
         from nascore_cream.distiller import PrioritizedPathDistiller
 
         if isinstance(self.distiller, PrioritizedPathDistiller):
@@ -107,7 +107,7 @@ class CreamTrainer(SupernetTrainer):
         if self.cfg.prior == "pre_prob":
             self._static_probs = prior_probs(ctx.space.allowed, "pre_prob", table=self.cfg.op_prior)
 
-    def parameters(self, ctx: "RunContext") -> Any:
+    def parameters(self, ctx: "Context") -> Any:
         if not self.cfg.decay_only_weights:
             return ctx.supernet.parameters()
         decay, no_decay = [], []
@@ -116,14 +116,14 @@ class CreamTrainer(SupernetTrainer):
         return [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}]
 
     # -- sampling ----------------------------------------------------------------------------
-    def probs(self, ctx: "RunContext") -> list[dict[str, float] | None] | None:
+    def probs(self, ctx: "Context") -> list[dict[str, float] | None] | None:
         if self.cfg.prior == "teacher":
             assert self.engine is not None
             return prior_probs(ctx.space.allowed, "teacher", counts=self.engine.board.op_counts(),
                                smoothing=self.cfg.prior_smoothing)
         return self._static_probs
 
-    def sample_arch(self, ctx: "RunContext") -> Architecture:
+    def sample_arch(self, ctx: "Context") -> Architecture:
         """A path inside the MACs range (rejection sampling with the op prior, from ``self.rng``)."""
         return constrained_sample(ctx.space, self.rng, ctx.feasible, max_tries=self.cfg.max_tries,
                                   probs=self.probs(ctx))
@@ -135,7 +135,7 @@ class CreamTrainer(SupernetTrainer):
         return float(g["lr"]), float(g["lr"]) / float(g.get("initial_lr", g["lr"]) or 1.0)
 
     def compute_loss(
-        self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture
+        self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, arch: Architecture
     ) -> tuple[torch.Tensor, torch.Tensor]:
         engine = self.engine
         assert engine is not None
@@ -156,7 +156,7 @@ class CreamTrainer(SupernetTrainer):
         return loss, logits
 
     def after_step(
-        self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
+        self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
         logits: torch.Tensor, loss: torch.Tensor,
     ) -> dict[str, float]:
         engine = self.engine
@@ -169,7 +169,7 @@ class CreamTrainer(SupernetTrainer):
             out["board_best"] = engine.board.best.score
         return out
 
-    def fit(self, ctx: "RunContext") -> None:
+    def fit(self, ctx: "Context") -> None:
         super().fit(ctx)
         assert self.engine is not None
         self.engine.publish(ctx)

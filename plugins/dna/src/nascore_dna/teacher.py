@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from nascore.errors import NascoreError
 from nascore.evaluate import accuracy
 from nascore.io import read_json, save_torch, write_json
-from nascore.teacher import Teacher, largest_arch, load_teacher
+from nascore.methods.teacher import Teacher, largest_arch, load_teacher
 from nascore.trainer import lr_factor
 
 from nascore_dna.blocks import (

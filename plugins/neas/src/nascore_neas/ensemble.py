@@ -602,15 +602,9 @@ class EnsembleCostTable:
 
 def _fvcore_by_module(model: nn.Module, input_shape: Sequence[int]) -> dict[str, int]:
     """fvcore MACs per submodule of ``model`` (eval mode, one input of ``input_shape``)."""
-    import warnings
+    from nascore.cost import fvcore_macs_by_module
 
-    from nascore.cost import _analysis
-
-    model.eval()
-    x = torch.zeros(1, *input_shape)
-    with torch.no_grad(), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        return {k: int(v) for k, v in _analysis(model, (x,)).by_module().items()}
+    return fvcore_macs_by_module(model, input_shape)
 
 
 # -- the registered space -----------------------------------------------------------------------

@@ -22,7 +22,7 @@ from nascore.trainer import SupernetTrainer, TrainerConfig
 from nascore_neas.ensemble import require_ensemble
 
 if TYPE_CHECKING:
-    from nascore.run import RunContext
+    from nascore.roles import Context
 
 
 class NeasTrainerConfig(TrainerConfig):
@@ -45,15 +45,15 @@ class NeasTrainer(SupernetTrainer):
 
     Config = NeasTrainerConfig
 
-    def __init__(self, cfg: NeasTrainerConfig, ctx: "RunContext | None" = None) -> None:
+    def __init__(self, cfg: NeasTrainerConfig, ctx: "Context | None" = None) -> None:
         super().__init__(cfg, ctx)
         self.cfg: NeasTrainerConfig = cfg
 
-    def setup(self, ctx: "RunContext") -> None:
+    def setup(self, ctx: "Context") -> None:
         require_ensemble(ctx.space, "trainer 'neas'")
 
     def compute_loss(
-        self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture
+        self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, arch: Architecture
     ) -> tuple[torch.Tensor, torch.Tensor]:
         members = ctx.supernet.forward_members(x)  # type: ignore[attr-defined]
         logits = torch.stack(members).mean(0)
@@ -68,7 +68,7 @@ class NeasTrainer(SupernetTrainer):
         return loss, logits
 
     def after_step(
-        self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
+        self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
         logits: torch.Tensor, loss: torch.Tensor,
     ) -> dict[str, Any]:
         return {"disagree": disagreement(ctx.supernet.member_logits), "split": float(ctx.space.split_of(arch))}  # type: ignore[attr-defined]

@@ -36,7 +36,7 @@ from nascore_nse.pool import SKIP, NSEPoolSpace, require_pool, sample_gated
 from nascore_nse.state import ensure_state
 
 if TYPE_CHECKING:
-    from nascore.run import RunContext
+    from nascore.roles import Context
 
 
 class NseTrainerConfig(TrainerConfig):
@@ -57,7 +57,7 @@ class NseTrainer(SupernetTrainer):
 
     Config = NseTrainerConfig
 
-    def __init__(self, cfg: NseTrainerConfig, ctx: "RunContext | None" = None) -> None:
+    def __init__(self, cfg: NseTrainerConfig, ctx: "Context | None" = None) -> None:
         super().__init__(cfg, ctx)
         self.cfg: NseTrainerConfig = cfg
         self.alpha: torch.Tensor | None = None
@@ -66,7 +66,7 @@ class NseTrainer(SupernetTrainer):
         self.reinitialised = False
 
     # -- setup ---------------------------------------------------------------------------------
-    def setup(self, ctx: "RunContext") -> None:
+    def setup(self, ctx: "Context") -> None:
         pool = require_pool(ctx.base_space, "trainer 'nse'")
         ns = ensure_state(ctx)
         self.index = {o: i for i, o in enumerate(pool.pool)}
@@ -87,7 +87,7 @@ class NseTrainer(SupernetTrainer):
         self.macs_table = [dict(t) for t in table.macs_table]
         self.target = self.mac_target(ctx)
 
-    def mac_target(self, ctx: "RunContext") -> float:
+    def mac_target(self, ctx: "Context") -> float:
         if self.cfg.mac_target is not None:
             return float(self.cfg.mac_target)
         if ctx.constraint.macs_max is not None:
@@ -105,12 +105,12 @@ class NseTrainer(SupernetTrainer):
         return total
 
     # -- steps ---------------------------------------------------------------------------------
-    def sample_arch(self, ctx: "RunContext") -> Architecture:
+    def sample_arch(self, ctx: "Context") -> Architecture:
         space: NSEPoolSpace = ctx.space  # type: ignore[assignment]
         rate = self.cfg.sample_rate
         return sample_gated(space, self.rng, [{o: rate for o in space.layer_ops(j)} for j in range(len(space.decisions))])
 
-    def train_step(self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
+    def train_step(self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
         out = super().train_step(ctx, x, y, total)
         if self.cfg.arch_every and self.step % self.cfg.arch_every == 0 and "skipped" not in out:
             out.update(self.alpha_step(ctx))
@@ -121,7 +121,7 @@ class NseTrainer(SupernetTrainer):
         p = [{o: float(probs[j, self.index[o]]) for o in space.layer_ops(j)} for j in range(len(space.decisions))]
         return space.ops_of(sample_gated(space, self.rng, p))
 
-    def alpha_step(self, ctx: "RunContext") -> dict[str, float]:
+    def alpha_step(self, ctx: "Context") -> dict[str, float]:
         """One straight-through α update on a ``val`` batch (weights untouched)."""
         assert self.alpha is not None and self.alpha_opt is not None
         n_val = ctx.data.num_batches("val")
@@ -171,7 +171,7 @@ class NseTrainer(SupernetTrainer):
         a = self.alpha.detach().cpu()
         return [{o: float(a[j, self.index[o]]) for o in space.pool} for j in range(len(space.decisions))]
 
-    def fit(self, ctx: "RunContext") -> None:
+    def fit(self, ctx: "Context") -> None:
         super().fit(ctx)
         ns = ensure_state(ctx)
         ns["alpha"] = self.alpha_json(ctx.base_space)  # type: ignore[arg-type]

@@ -25,7 +25,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from nascore.config import Ref, format_pydantic
 from nascore.errors import ConfigError, NascoreError, PluginError
-from nascore.teacher import Teacher, classifier_of, load_teacher
+from nascore.methods.teacher import Teacher, classifier_of, load_teacher
 
 
 class PWKDConfig(BaseModel):

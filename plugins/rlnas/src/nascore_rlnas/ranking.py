@@ -1,7 +1,7 @@
 """RLNAS on the tiny test bed: a SPOS supernet on real or random labels, scored by angle or accuracy.
 
 Shared by the ranking tests (Kendall tau against the shipped standalone ground truth,
-``nascore.testbed``) and ``benchmarks/ranking_rows/angle.py``. Everything is seeded: the same
+``nascore.groundtruth.testbed``) and ``benchmarks/ranking_rows/angle.py``. Everything is seeded: the same
 arguments give the same scores. The supernet budget matches the SPOS rows (``nascore_spos.ranking``):
 10 epochs of mnist5k at batch 64, SPOS code defaults (linear decay from lr 0.1, label smoothing 0.1).
 """

@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nascore.arch import Architecture
 from nascore.errors import NascoreError
-from nascore.mixed import ArchAlpha, path_accuracy
+from nascore.methods.mixed import ArchAlpha, path_accuracy
 from nascore.registry import NoOptions
 from nascore.roles import SearchResult
 

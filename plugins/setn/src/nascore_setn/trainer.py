@@ -26,7 +26,7 @@ import torch.nn.functional as F
 from pydantic import Field
 
 from nascore.arch import Architecture
-from nascore.mixed import ALPHA_STATE_KEY, ArchAlpha, subspace_arch
+from nascore.methods.mixed import ALPHA_STATE_KEY, ArchAlpha, subspace_arch
 from nascore.trainer import SupernetTrainer, TrainerConfig
 
 

@@ -1,7 +1,7 @@
 """SPOS on the tiny test bed: train a supernet, score all 81 ``tiny_chain`` paths.
 
 Shared by the ranking test (a Kendall-tau floor against the shipped standalone ground truth,
-``nascore.testbed``) and ``benchmarks/ranking_rows/spos.py``. Everything is seeded: the same
+``nascore.groundtruth.testbed``) and ``benchmarks/ranking_rows/spos.py``. Everything is seeded: the same
 ``(sampler, seed)`` gives the same scores.
 """
 
@@ -40,7 +40,7 @@ def run_in_memory(cfg: dict[str, Any]) -> Any:
     """Run ``cfg`` with the SPOS trainer registered, no run folder; the context, ready to score paths."""
     import nascore_spos.plugin as plugin
     from nascore.registry import build_registry
-    from nascore.run import open_run, run_pipeline
+    from nascore.pipeline.run import open_run, run_pipeline
 
     reg = build_registry(load_entry_points=False, extra=[(plugin, "spos")])
     ctx = open_run(cfg, run_dir=None, registry=reg, quiet=True)

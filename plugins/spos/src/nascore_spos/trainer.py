@@ -44,7 +44,7 @@ from nascore.errors import ConfigError, TrainingDiverged
 from nascore.trainer import SupernetTrainer, TrainerConfig
 
 if TYPE_CHECKING:
-    from nascore.run import RunContext
+    from nascore.roles import Context
 
 #: Enumerate the space exactly (instead of sampling) to place the MACs bins when it is this small.
 EXACT_BINS_LIMIT = 20_000
@@ -122,7 +122,7 @@ class SposTrainer(SupernetTrainer):
 
     Config = SposConfig
 
-    def __init__(self, cfg: SposConfig, ctx: "RunContext | None" = None) -> None:
+    def __init__(self, cfg: SposConfig, ctx: "Context | None" = None) -> None:
         super().__init__(cfg, ctx)
         self.cfg: SposConfig = cfg
         self.edges: list[float] = []
@@ -133,13 +133,13 @@ class SposTrainer(SupernetTrainer):
         self.cycles = 0
 
     # -- setup -------------------------------------------------------------------------------
-    def setup(self, ctx: "RunContext") -> None:
+    def setup(self, ctx: "Context") -> None:
         if self.cfg.sampler == "flops_binned":
             self.edges = self.bin_edges(ctx)
             self.bin_hits = [0] * (len(self.edges) - 1)
             ctx.log.event("spos_bins", stage=ctx.stage_key, edges=self.edges)
 
-    def bin_edges(self, ctx: "RunContext") -> list[float]:
+    def bin_edges(self, ctx: "Context") -> list[float]:
         """``bins + 1`` equal-width MACs edges over ``bin_range`` (or the space's quantiles)."""
         cfg = self.cfg
         if cfg.bin_range is not None:
@@ -157,11 +157,11 @@ class SposTrainer(SupernetTrainer):
         return [lo + (hi - lo) * i / cfg.bins for i in range(cfg.bins + 1)]
 
     # -- clearing the gradients of unused ops -------------------------------------------------
-    def op_params(self, ctx: "RunContext") -> list[list[dict[str, tuple[torch.nn.Parameter, ...]]]]:
+    def op_params(self, ctx: "Context") -> list[list[dict[str, tuple[torch.nn.Parameter, ...]]]]:
         """Per decision, per bound choice layer: ``{op: its parameters}`` (cached by the supernet)."""
         return ctx.supernet.candidate_parameters()
 
-    def unused_params(self, ctx: "RunContext", archs: list[Architecture]) -> list[torch.nn.Parameter]:
+    def unused_params(self, ctx: "Context", archs: list[Architecture]) -> list[torch.nn.Parameter]:
         """Parameters of the candidates that none of ``archs`` uses (same set as the supernet's
         ``inactive_parameters`` for one architecture)."""
         used = {id(p) for a in archs for n, p in ctx.supernet.active_parameters(a)} if len(archs) > 1 else None
@@ -174,7 +174,7 @@ class SposTrainer(SupernetTrainer):
                         out.extend(p for p in params if used is None or id(p) not in used)
         return out
 
-    def parameters(self, ctx: "RunContext") -> Any:
+    def parameters(self, ctx: "Context") -> Any:
         if not self.cfg.decay_only_weights:
             return ctx.supernet.parameters()
         decay, no_decay = [], []
@@ -186,7 +186,7 @@ class SposTrainer(SupernetTrainer):
         return groups
 
     # -- sampling ----------------------------------------------------------------------------
-    def sample_arch(self, ctx: "RunContext") -> Architecture:
+    def sample_arch(self, ctx: "Context") -> Architecture:
         self.samples += 1
         sampler = self.cfg.sampler
         if sampler == "uniform":
@@ -198,7 +198,7 @@ class SposTrainer(SupernetTrainer):
             return self.queue.pop(0)
         return self._sample_binned(ctx)
 
-    def _sample_binned(self, ctx: "RunContext") -> Architecture:
+    def _sample_binned(self, ctx: "Context") -> Architecture:
         if not self.edges:
             self.setup(ctx)
         space, table = ctx.space, ctx.cost
@@ -232,19 +232,19 @@ class SposTrainer(SupernetTrainer):
         self.samples = int(state.get("samples", 0))
         self.cycles = int(state.get("cycles", 0))
 
-    def after_step(self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
+    def after_step(self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, arch: Architecture,
                    logits: torch.Tensor, loss: torch.Tensor) -> dict[str, float]:
         if self.cfg.sampler == "flops_binned":
             return {"fallbacks": float(self.fallbacks)}
         return {}
 
     # -- FairNAS gradient accumulation -------------------------------------------------------
-    def train_step(self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
+    def train_step(self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
         if not self.cfg.fair_accumulate:
             return super().train_step(ctx, x, y, total)
         return self._accumulate_step(ctx, x, y, total)
 
-    def _accumulate_step(self, ctx: "RunContext", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
+    def _accumulate_step(self, ctx: "Context", x: torch.Tensor, y: torch.Tensor, total: int) -> dict[str, float]:
         """One optimizer step on a whole fair cycle: backward each path on the same batch, sum."""
         net, opt = ctx.supernet, self.optimizer
         assert opt is not None

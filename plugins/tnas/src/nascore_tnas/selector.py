@@ -42,7 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nascore.arch import Architecture, Candidate, option_members
 from nascore.errors import ConfigError, NascoreError
-from nascore.mixed import ALPHA_STATE_KEY, ArchAlpha, path_accuracy, subspace_members, subspace_size, train_steps
+from nascore.methods.mixed import ALPHA_STATE_KEY, ArchAlpha, path_accuracy, subspace_members, subspace_size, train_steps
 from nascore.roles import SearchResult
 from nascore.search import objective
 from nascore.space import constrained_sample

@@ -7,17 +7,19 @@ most one epoch; the weights land in ``retrain/<rank>/model.pt`` and the accuracy
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 import torch.nn.functional as F
 
+from nascore.config import RetrainStage
 from nascore.evaluate import accuracy
 from nascore.io import save_torch
+from nascore.pipeline.stages import option_path
+from nascore.roles import Context
 from nascore.trainer import distiller_lr_factor, lr_factor
 
 
-def retrain_candidates(ctx: Any, stage: Any, key: str) -> None:
+def retrain_candidates(ctx: Context, stage: RetrainStage, key: str) -> None:
+    """Retrain the stage's top candidates (those not retrained yet); results go to ``ctx.state``."""
     results = ctx.state.setdefault("retrain", {})
     for i in range(min(stage.top, len(ctx.candidates))):
         cand = ctx.candidates[i]
@@ -27,7 +29,8 @@ def retrain_candidates(ctx: Any, stage: Any, key: str) -> None:
         ctx.write_state()
 
 
-def retrain_one(ctx: Any, stage: Any, index: int) -> dict[str, float]:
+def retrain_one(ctx: Context, stage: RetrainStage, index: int) -> dict[str, float]:
+    """Retrain candidate ``index`` as a standalone child; its test accuracy and loss."""
     cand = ctx.candidates[index]
     torch.manual_seed(ctx.stage_seed(f"retrain{index}"))
     child = ctx.supernet.child(cand.arch, inherit=stage.inherit).to(ctx.device)
@@ -48,9 +51,7 @@ def retrain_one(ctx: Any, stage: Any, index: int) -> dict[str, float]:
         start_epoch = int(saved["epoch"])
     distiller = None
     if stage.distiller:
-        from nascore.run import _option_path
-
-        distiller = ctx.build("distiller", stage.distiller, _option_path(ctx.cfg, ctx.stage_key, "distiller"))
+        distiller = ctx.build("distiller", stage.distiller, option_path(ctx.cfg, ctx.stage_key, "distiller"))
     if distiller is not None and hasattr(distiller, "bind_student"):
         distiller.bind_student(child)  # feature distillers read the student's internals
     bar = ctx.progress(total=total, initial=start_epoch * spe, desc=f"retrain #{index}")

@@ -189,11 +189,16 @@ def load_teacher(spec: str, ctx: Any = None, *, weights: str | None = None, arch
 
 
 def _registry(ctx: Any) -> Any:
+    """The run's components (``ctx.registry``): another run's space is rebuilt by name through them.
+
+    Taken from the context rather than the process-wide registry, so that this helper stays beneath
+    the registry (which loads the built-in distillers that use it).
+    """
     reg = getattr(ctx, "registry", None)
     if reg is None:
-        from nascore.registry import get_registry
-
-        reg = get_registry()
+        raise NascoreError("a teacher from another run or an export rebuilds its space by name, "
+                           "and needs the run's components (ctx.registry)",
+                           hint="call load_teacher(spec, ctx) with the run's context")
     return reg
 
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import warnings
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
@@ -19,9 +18,10 @@ from torch import nn
 from nascore.errors import NascoreError
 from nascore.evaluate import recalibrate_bn
 from nascore.io import atomic_write, load_torch, save_torch, write_json
+from nascore.roles import Context
 
 
-def child_with_weights(ctx: Any, index: int) -> tuple[nn.Module, str]:
+def child_with_weights(ctx: Context, index: int) -> tuple[nn.Module, str]:
     """The standalone child of candidate ``index`` and where its weights come from."""
     if not ctx.candidates:
         raise NascoreError("the run has no chosen architectures yet", hint="run a search stage before exporting")
@@ -40,7 +40,8 @@ def child_with_weights(ctx: Any, index: int) -> tuple[nn.Module, str]:
     return child.eval(), origin
 
 
-def export_candidates(ctx: Any, top: int, formats: list[str]) -> list[Path]:
+def export_candidates(ctx: Context, top: int, formats: list[str]) -> list[Path]:
+    """The ``export`` stage: export the ``top`` candidates (rank 0 only)."""
     out: list[Path] = []
     if not ctx.dist.is_main:  # only rank 0 writes the run folder
         return out
@@ -49,7 +50,8 @@ def export_candidates(ctx: Any, top: int, formats: list[str]) -> list[Path]:
     return out
 
 
-def export_one(ctx: Any, index: int, formats: list[str]) -> Path:
+def export_one(ctx: Context, index: int, formats: list[str]) -> Path:
+    """Write ``export/<index>/`` for candidate ``index`` and check every file against the child."""
     child, origin = child_with_weights(ctx, index)
     cand = ctx.candidates[index]
     folder = ctx.run_dir / "export" / f"{index}"

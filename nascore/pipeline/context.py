@@ -1,0 +1,237 @@
+"""What a component sees of a run: the :class:`RunContext`.
+
+Components receive it in their factory and in every call. It satisfies :class:`nascore.roles.Context`,
+the protocol plugins are written against; the rest of it (``cfg``, ``options``, restoring and
+writing the run folder) is for the pipeline.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from nascore.arch import Architecture, Candidate
+from nascore.config import Ref, RunConfig
+from nascore.cost import CostTable, ResourceConstraint
+from nascore.data import DataBundle, split_indices
+from nascore.errors import NascoreError, PluginError
+from nascore.io import load_torch
+from nascore.pipeline import runfolder, tensorboard
+from nascore.pipeline.distributed import DistInfo, allreduce_grads, check_same_path, pick_device
+from nascore.pipeline.metrics import MetricsLog
+from nascore.pipeline.runfolder import Checkpoints
+from nascore.registry import Registry
+from nascore.space import SearchSpace, Supernet
+
+
+class RunContext:
+    """Everything a component may use: space, supernet, data, costs, constraint, log, state.
+
+    Components receive it in their factory and in every call; it is the one API between a plugin
+    and the pipeline (plugins never touch torch.distributed or the run folder directly). What a
+    plugin may rely on is :class:`nascore.roles.Context`; a test checks this class provides all of it.
+    """
+
+    def __init__(
+        self,
+        cfg: RunConfig,
+        options: dict[str, Any],
+        registry: Registry,
+        run_dir: Path | None,
+        *,
+        smoke: bool = False,
+        quiet: bool = False,
+    ) -> None:
+        self.cfg = cfg
+        self.options = options
+        self.registry = registry
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self.smoke = smoke
+        self.quiet = quiet
+        self.dist = DistInfo()
+        self.device = pick_device(cfg.device)
+        self.stage_key = "setup"
+        self.log = MetricsLog(
+            self.run_dir / "metrics.jsonl" if self.run_dir else None, enabled=self.dist.is_main,
+            tensorboard=tensorboard.resolve(cfg.tensorboard) and self.dist.is_main,
+            config_text=(self.run_dir / "config.yaml").read_text() if self.run_dir and (self.run_dir / "config.yaml").exists() else None,
+        )
+        self.state: dict[str, Any] = runfolder.new_state()
+        self.candidates: list[Candidate] = []
+        self.distiller: Any = None
+        self.data: DataBundle = None  # type: ignore[assignment]
+        self._supernet: Supernet | None = None
+        self._pending_weights: Path | None = None
+        self._initial_weights: dict[str, torch.Tensor] | None = None
+        self.constraint = ResourceConstraint(**cfg.constraint.model_dump())
+        self._build_data()
+        self.base_space: SearchSpace = self.build("space", cfg.space, "space")
+        if not isinstance(self.base_space, SearchSpace):
+            raise PluginError(f"space {cfg.space.name!r} did not return a nascore.space.SearchSpace")
+        self.space: SearchSpace = self.base_space
+
+    # -- construction --------------------------------------------------------------------------
+    def build(self, role: str, ref: Ref, path: str) -> Any:
+        comp = self.registry.get(role, ref.name)
+        opts = self.options.get(path)
+        return comp.build(opts if opts is not None else ref.options, self)
+
+    def _build_data(self) -> None:
+        spec = self.build("dataset", self.cfg.dataset, "dataset")
+        dc = self.cfg.data
+        total = len(spec.train)
+        n = total
+        if dc.limit:
+            n = min(n, dc.limit)
+        if self.smoke:
+            n = min(n, 512)
+        splits = split_indices(total, {"val": dc.val_fraction, "archval": dc.archval_fraction}, self.cfg.seed,
+                               limit=n)
+        bs = dc.batch_size
+        if bs % self.dist.world_size:
+            raise NascoreError(
+                f"data.batch_size {bs} is not divisible by the {self.dist.world_size} processes",
+                hint="batch_size is the global batch; make it a multiple of --nproc-per-node × nodes",
+            )
+        bs = min(bs, max(len(splits["train"]) // 2, 1))
+        self.data = DataBundle(
+            spec, splits, seed=self.cfg.seed, batch_size=bs // self.dist.world_size,
+            eval_batch_size=dc.eval_batch_size, rank=self.dist.rank, world_size=self.dist.world_size,
+            num_workers=dc.num_workers,
+        )
+        if dc.random_labels:
+            self.data = self.data.with_random_labels(self.cfg.seed + 104729)
+
+    @property
+    def supernet(self) -> Supernet:
+        """The supernet, built on first use (a table-only search never builds one).
+
+        Its weights at the first build of the run, before any training, are kept as
+        :attr:`initial_weights` (and in ``checkpoints/w0.pt``, which a resumed run reads back).
+        """
+        if self._supernet is None:
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.cfg.seed)  # the same initial weights on every rank and every run
+                net = self.base_space.build_supernet().to(self.device)
+            self._init_initial_weights(net)
+            if self._pending_weights is not None:
+                net.load_state_dict(load_torch(self._pending_weights, map_location=self.device)["supernet"])
+                self._pending_weights = None
+            self._supernet = net
+        return self._supernet
+
+    # -- W0: the supernet at initialisation (angle metrics: ABS, RLNAS) ---------------------------
+    def _init_initial_weights(self, fresh: Supernet) -> None:
+        """W0 = ``checkpoints/w0.pt`` when the run folder has one (resume), else ``fresh``'s weights."""
+        saved = runfolder.load_w0(self.run_dir)
+        if saved is not None:
+            self._initial_weights = saved
+            return
+        self.set_initial_weights(fresh.snapshot())
+
+    @property
+    def initial_weights(self) -> dict[str, torch.Tensor]:
+        """W0: a CPU copy of the supernet's state dict before any training, keyed by name."""
+        if self._initial_weights is None:
+            self.supernet  # noqa: B018 - building the supernet records W0
+        assert self._initial_weights is not None
+        return self._initial_weights
+
+    def set_initial_weights(self, snapshot: dict[str, torch.Tensor] | None = None) -> None:
+        """Replace W0 by ``snapshot`` (default: the current supernet's weights) and persist it.
+
+        For methods that re-initialise the supernet or move the angle reference (ABS's one-time
+        W0 replacement); a resumed run reads the replaced W0 back.
+        """
+        if snapshot is None:
+            snapshot = self.supernet.snapshot()
+        self._initial_weights = {k: v.detach().to("cpu", copy=True) for k, v in snapshot.items()}
+        if self.dist.is_main:
+            runfolder.save_w0(self.run_dir, self._initial_weights)
+
+    @property
+    def has_supernet(self) -> bool:
+        return self._supernet is not None
+
+    @property
+    def cost(self) -> CostTable:
+        """MACs/params table at the dataset's input shape (the same for restricted spaces)."""
+        return self.base_space.cost_table(self.data.input_shape)
+
+    # -- helpers for components ----------------------------------------------------------------
+    def stage_seed(self, stream: str = "") -> int:
+        """A seed for ``stream`` of the current stage, fixed by (run seed, stage key)."""
+        h = hashlib.sha256(f"{self.cfg.seed}/{self.stage_key}/{stream}".encode()).digest()
+        return int.from_bytes(h[:4], "little")
+
+    def feasible(self, arch: Architecture) -> bool:
+        """Does ``arch`` satisfy the run's resource constraint (by the cost table)?"""
+        if self.constraint.unbounded:
+            return True
+        return self.constraint.admits(*self.cost.cost(arch))
+
+    def candidate(self, arch: Architecture, score: float, metrics: dict[str, float] | None = None, origin: str = "") -> Candidate:
+        macs, params = self.cost.cost(arch)
+        return Candidate(arch, self.space.format(arch), float(score), macs, params, dict(metrics or {}), origin)
+
+    def log_space(self, stage: str, round: int | None = None) -> None:
+        """Log the current search space (``event: space``); shrinking selectors call it after each
+        round so that ``plots/space.png`` shows what each round removed."""
+        extra = {} if round is None else {"round": round}
+        self.log.event("space", stage=stage, **extra, size=self.space.size(), allowed=self.space.allowed_json())
+
+    def progress(self, total: int | None = None, desc: str = "", initial: int = 0) -> Any:
+        """A tqdm progress bar; silent when quiet, not a terminal, or not rank 0."""
+        from tqdm.auto import tqdm
+
+        disable = self.quiet or not self.dist.is_main or not sys.stderr.isatty()
+        return tqdm(total=total, desc=desc, initial=initial, disable=disable, leave=False, dynamic_ncols=True)
+
+    @property
+    def checkpoints(self) -> Checkpoints:
+        folder = self.run_dir / "checkpoints" if self.run_dir else None
+        return Checkpoints(folder, self.stage_key, self.log, writer=self.dist.is_main)
+
+    def check_same_arch(self, arch: Architecture) -> None:
+        """In a distributed run, verify every rank sampled the same path (cheap, periodic)."""
+        if not self.dist.enabled:
+            return
+        self._same_calls = getattr(self, "_same_calls", 0) + 1
+        if self._same_calls % 50 != 1:
+            return
+        check_same_path(self.dist, self.space.format(arch), self.device, self.stage_key)
+
+    def allreduce_grads(self, net: torch.nn.Module) -> None:
+        """Average the active path's gradients across ranks (one flat all-reduce)."""
+        allreduce_grads(self.dist, net)
+
+    # -- run folder (what the pipeline writes after each stage, and reads on resume) --------------
+    def write_state(self) -> None:
+        runfolder.write_state(self)
+
+    def save_supernet(self) -> None:
+        if self.run_dir is None or not self.dist.is_main or self._supernet is None:
+            return
+        runfolder.save_supernet(self.run_dir, self._supernet.state_dict())
+
+    def restore(self) -> None:
+        """Load state.json and the last stage-end supernet weights (for resume/export)."""
+        assert self.run_dir is not None
+        saved = runfolder.read_state(self.run_dir)
+        if saved is None:
+            return
+        self.state, self.candidates = saved
+        allowed = self.state.get("space_allowed")
+        if allowed:
+            self.space = self.base_space.restrict({i: a for i, a in enumerate(allowed)})
+        weights = runfolder.supernet_path(self.run_dir)
+        if weights.exists():
+            self._pending_weights = weights
+            self._supernet = None
+
+    def write_results(self) -> None:
+        runfolder.write_results(self)

@@ -1,0 +1,91 @@
+"""A run from start to finish: open (or resume) a run folder, then run its stages in order.
+
+A run executes the config's stages in order (``train``, ``search``/``shrink``, ``export``,
+``retrain``, and ``loop`` of them). After each stage the supernet weights and the run state
+(completed stages, the current restricted space, candidates) are written atomically; trainers
+checkpoint inside their stage. ``nascore resume`` rebuilds the context from the folder and
+continues: the same seed gives the same chosen architecture as an uninterrupted run.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from nascore.arch import Candidate
+from nascore.config import ExportStage, RetrainStage, SearchStage, TrainStage, resolved_dict, validate
+from nascore.pipeline import runfolder, tensorboard
+from nascore.pipeline.context import RunContext
+from nascore.pipeline.distributed import DistInfo
+from nascore.pipeline.export import export_candidates
+from nascore.pipeline.retrain import retrain_candidates
+from nascore.pipeline.stages import iter_stages, run_search, run_train, stage_name
+from nascore.registry import Registry, get_registry
+
+
+def run_pipeline(ctx: RunContext) -> list[Candidate]:
+    """Run (or continue) every stage of ``ctx.cfg``; returns the final candidates."""
+    cfg = ctx.cfg
+    done = set(ctx.state.get("completed", []))
+    timings = ctx.state.setdefault("timings", {})
+    if not done:  # the space a run starts from: plots show what shrinking stages removed from it
+        ctx.log_space("setup")
+    for key, stage, loop_key in iter_stages(cfg.stages):
+        if key in done:
+            continue
+        if loop_key is not None and ctx.state.get("loop_done", {}).get(loop_key):
+            continue
+        ctx.stage_key = key
+        ctx.log.event("stage_start", stage=key, name=stage_name(stage))
+        t0 = time.time()
+        if not ctx.quiet and ctx.dist.is_main:
+            print(f"[{key}] {stage_name(stage)}", file=sys.stderr)
+        if isinstance(stage, TrainStage):
+            run_train(ctx, stage, key)
+        elif isinstance(stage, SearchStage):
+            result = run_search(ctx, stage, key)
+            if result.done and loop_key is not None:
+                ctx.state.setdefault("loop_done", {})[loop_key] = True
+        elif isinstance(stage, ExportStage):
+            export_candidates(ctx, stage.top, stage.formats)
+        elif isinstance(stage, RetrainStage):
+            retrain_candidates(ctx, stage, key)
+        timings[key] = round(time.time() - t0, 3)
+        ctx.save_supernet()
+        ctx.state.setdefault("completed", []).append(key)
+        ctx.write_state()
+        ctx.write_results()
+        ctx.log.event("stage_end", stage=key, seconds=timings[key])
+    ctx.stage_key = "done"
+    return ctx.candidates
+
+
+def open_run(
+    data: dict[str, Any], *, run_dir: Path | None, registry: Registry | None = None, smoke: bool = False,
+    quiet: bool = False, overwrite: bool = False, resume: bool = False, source: str = "config",
+) -> RunContext:
+    """Validate ``data`` and build the context (and run folder) for a new or resumed run."""
+    registry = registry or get_registry()
+    cfg, options = validate(data, registry, source=source, tensorboard_available=tensorboard.available)
+    if run_dir is not None and not resume and DistInfo().is_main:
+        runfolder.prepare_run_dir(run_dir, resolved_dict(cfg, options), overwrite=overwrite)
+        if overwrite:  # nothing of the previous run may leak into this one
+            runfolder.clear_previous_run(run_dir)
+    ctx = RunContext(cfg, options, registry, run_dir, smoke=smoke, quiet=quiet)
+    if run_dir is not None:
+        if resume:
+            ctx.restore()
+        elif ctx.dist.is_main:
+            runfolder.write_splits(run_dir, cfg.seed, ctx.data.splits)
+            if smoke:
+                ctx.state["smoke"] = True
+    return ctx
+
+
+def resume_run(run_dir: Path, *, quiet: bool = False, registry: Registry | None = None) -> RunContext:
+    """The context of the run in ``run_dir``, restored from its files, ready for :func:`run_pipeline`."""
+    data = runfolder.load_run_config(run_dir)
+    return open_run(data, run_dir=run_dir, registry=registry, quiet=quiet, resume=True,
+                    smoke=runfolder.was_smoke(run_dir), source=str(run_dir / "config.yaml"))

@@ -1,0 +1,83 @@
+"""A config's stages: their keys, their names, and what a ``train`` and a ``search`` stage do.
+
+Each leaf stage has a key (``"0"``, ``"2"``, ``"3.1.0"`` for stage 0 of round 1 of the loop at
+index 3); the stage derives every random stream from ``(seed, key)``, so its result never depends
+on what ran before it in this process. ``export`` and ``retrain`` stages are in
+:mod:`nascore.pipeline.export` and :mod:`nascore.pipeline.retrain`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from nascore.config import LoopStage, RunConfig, SearchStage, TrainStage
+from nascore.errors import PluginError
+from nascore.roles import Context, Evaluator, SearchResult, Selector
+
+
+def iter_stages(stages: list[Any], prefix: str = "") -> Iterator[tuple[str, Any, str | None]]:
+    """(key, stage, loop key) for each leaf stage, loops unrolled (rounds × inner stages)."""
+    for i, st in enumerate(stages):
+        key = f"{prefix}{i}"
+        if isinstance(st, LoopStage):
+            for r in range(st.rounds):
+                for sub_key, sub, _ in iter_stages(st.stages, prefix=f"{key}.{r}."):
+                    yield sub_key, sub, key
+        else:
+            yield key, st, None
+
+
+def stage_name(st: Any) -> str:
+    """What the terminal, the log and the report call a stage: ``train (spos)``, ``search (evolution)``."""
+    if isinstance(st, TrainStage):
+        return f"train ({st.trainer.name})"
+    if isinstance(st, SearchStage):
+        return f"{st.kind} ({st.selector.name})"
+    return st.kind
+
+
+def option_path(cfg: RunConfig, key: str, field: str) -> str:
+    """The options key (as produced by iter_refs) of ``field`` of the stage with ``key``."""
+    parts = key.split(".")
+    path = f"stages[{parts[0]}]"
+    rest = parts[1:]
+    while rest:
+        _round, idx, *rest = rest
+        path += f".stages[{idx}]"
+    return f"{path}.{field}"
+
+
+def run_train(ctx: Context, stage: TrainStage, key: str) -> None:
+    """Build the stage's trainer (and distiller) and let it train ``ctx.supernet``."""
+    trainer = ctx.build("trainer", stage.trainer, option_path(ctx.cfg, key, "trainer"))
+    if not hasattr(trainer, "fit"):
+        raise PluginError(f"trainer {stage.trainer.name!r} has no fit(ctx) method")
+    ctx.distiller = (
+        ctx.build("distiller", stage.distiller, option_path(ctx.cfg, key, "distiller")) if stage.distiller else None
+    )
+    try:
+        trainer.fit(ctx)
+    finally:
+        ctx.distiller = None
+
+
+def run_search(ctx: Context, stage: SearchStage, key: str) -> SearchResult:
+    """Build the stage's selector (and evaluator), search, and keep its candidates and space."""
+    selector: Selector = ctx.build("selector", stage.selector, option_path(ctx.cfg, key, "selector"))
+    evaluator: Evaluator | None = (
+        ctx.build("evaluator", stage.evaluator, option_path(ctx.cfg, key, "evaluator")) if stage.evaluator else None
+    )
+    result = selector.search(ctx, evaluator)
+    if not isinstance(result, SearchResult):
+        raise PluginError(
+            f"selector {stage.selector.name!r} returned {type(result).__name__}, expected nascore.roles.SearchResult"
+        )
+    if result.space is not None:
+        ctx.space = result.space
+        ctx.log_space(key)
+    if result.candidates:
+        ctx.candidates = list(result.candidates)[: stage.keep]
+        best = ctx.candidates[0]
+        ctx.log.event("best", stage=key, arch=best.arch_str, score=best.score, macs=best.macs, params=best.params)
+    return result
