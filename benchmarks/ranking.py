@@ -83,12 +83,7 @@ def main(argv: list[str] | None = None) -> int:
     from nascore.registry import get_registry
 
     reg = get_registry()
-    contexts: dict[int, Any] = {}
-
-    def ctx_for_seed(seed: int) -> Any:
-        if seed not in contexts:
-            contexts[seed] = ranking.bed_context(args.bed, seed, registry=reg)
-        return contexts[seed]
+    ctx_for_seed = ranking.context_cache(args.bed, reg)
 
     gt = ranking.load_ground_truth(args.bed, ctx_for_seed(args.seeds[0]))
     rows, problems = load_rows()

@@ -311,12 +311,7 @@ def cmd_rank(args: argparse.Namespace) -> int:
     if args.threads:
         torch.set_num_threads(args.threads)
     reg = _registry()
-    contexts: dict[int, Any] = {}
-
-    def ctx_for_seed(seed: int) -> Any:
-        if seed not in contexts:
-            contexts[seed] = ranking.bed_context(args.bed, seed, registry=reg)
-        return contexts[seed]
+    ctx_for_seed = ranking.context_cache(args.bed, reg)
 
     gt = ranking.load_ground_truth(args.bed, ctx_for_seed(args.seeds[0]), sample=args.archs, seed=args.sample_seed)
     options = ranking.parse_options(args.options, "--options")

@@ -178,6 +178,18 @@ def bed_context(bed: str, seed: int = 0, registry: Any = None) -> Any:
     return ctx
 
 
+def context_cache(bed: str, registry: Any = None) -> Callable[[int], Any]:
+    """``ctx_for_seed(seed)``: one :func:`bed_context` per seed, built on first use."""
+    contexts: dict[int, Any] = {}
+
+    def ctx_for_seed(seed: int) -> Any:
+        if seed not in contexts:
+            contexts[seed] = bed_context(bed, seed, registry=registry)
+        return contexts[seed]
+
+    return ctx_for_seed
+
+
 def load_ground_truth(bed: str, ctx: Any, sample: int | None = None, seed: int = 0) -> GroundTruth:
     """The ground truth of ``bed`` (one of :data:`BEDS`) over the space of ``ctx``.
 
