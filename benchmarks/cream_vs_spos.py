@@ -36,7 +36,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent / "ranking_rows"))
 import cream as rows  # noqa: E402  (benchmarks/ranking_rows/cream.py)
 
-from nascore.groundtruth.testbed import align, kendall_tau, load_testbed  # noqa: E402
+from nascore.ranking import rank_metrics  # noqa: E402
+from nascore.groundtruth.testbed import align, load_testbed  # noqa: E402
 
 EVAL = {"name": "accuracy", "options": {"recal_batches": 20}}
 
@@ -91,9 +92,9 @@ def main(argv: list[str] | None = None) -> None:
         for m in args.methods:
             r = run_method(m, seed, args.epochs, args.macs_max, reg)
             p, g = align(r["scores"], truth)
-            r["tau"] = kendall_tau(p, g)
+            r["tau"] = rank_metrics(p, g)["tau"]
             pf, gf = align({a: r["scores"][a] for a in feasible}, truth)
-            r["tau_feasible"] = kendall_tau(pf, gf)
+            r["tau_feasible"] = rank_metrics(pf, gf)["tau"]
             r["gt"] = truth[r["final"]]
             r["rank"] = ranked.index(r["final"]) + 1 if r["final"] in ranked else -1
             r["board_gt"] = statistics.mean(truth[a] for a in r["board"]) if r["board"] else float("nan")

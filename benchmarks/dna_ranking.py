@@ -28,7 +28,8 @@ import torch
 
 from nascore.arch import Architecture
 from nascore.cost import ResourceConstraint
-from nascore.groundtruth.testbed import kendall_tau, load_testbed, load_testbed_file, topk_hit_rate
+from nascore.ranking import rank_metrics
+from nascore.groundtruth.testbed import kendall_tau, load_testbed, load_testbed_file
 from nascore.testing import make_registry, run_config
 
 MACS_MAX = 6.0e5  # the dna recipe's constraint
@@ -82,7 +83,8 @@ def dna_seed(seed: int, args: argparse.Namespace, reg: Any, truth: dict[str, flo
         scores = [-sum(table[b][tuple(a.split("-")[d] for d in ds)] for b, ds in enumerate(blocks.decisions))
                   for a in archs]
         accs = [truth[a] for a in archs]
-        res = {"tau_blocks": taus, "tau_all": kendall_tau(scores, accs), "top5": topk_hit_rate(scores, accs, 5),
+        m = rank_metrics(scores, accs)  # the `nascore rank` protocol's figures
+        res = {"tau_blocks": taus, "tau_all": m["tau"], "top5": m["p_at_5"], "tau_top": m["tau_top"],
                "score_s": time.time() - t1}
         if label == "l1norm/recal":
             cost = ctx.cost
@@ -118,7 +120,8 @@ def baseline_seed(seed: int, args: argparse.Namespace, reg: Any, truth: dict[str
     res = ev.score([ctx.space.parse(a) for a in archs], ctx)
     scores = [r["acc"] for r in res]
     accs = [truth[a] for a in archs]
-    return {"tau_all": kendall_tau(scores, accs), "top5": topk_hit_rate(scores, accs, 5), "s": time.time() - t0}
+    m = rank_metrics(scores, accs)
+    return {"tau_all": m["tau"], "top5": m["p_at_5"], "tau_top": m["tau_top"], "s": time.time() - t0}
 
 
 def fmt(v: float) -> str:

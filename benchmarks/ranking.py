@@ -1,42 +1,34 @@
-"""Ranking quality of supernet proxies on the test bed: Kendall tau and top-k hit rate per row.
+"""Ranking quality of supernet proxies on a test bed, by the `nascore rank` protocol.
 
-    python benchmarks/ranking.py                       # every row, seeds 0 1 (~2-4 min on 1 thread)
-    python benchmarks/ranking.py --seeds 0 --only spos --plot runs/ranking.png
+    python benchmarks/ranking.py                                  # every row on tiny_matched, seeds 0 1 2
+    python benchmarks/ranking.py --bed tiny_chain --seeds 0 1 --only spos --plot runs/ranking.png
 
-The ground truth is ``nascore/resources/testbed/tiny_chain_mnist5k.json``: all 81 ``tiny_chain``
-architectures trained standalone on mnist5k (mean over seeds). A *row* is a proxy: a function
-``fn(seed) -> {arch string: score}`` (higher = predicted better) over those architectures.
+The ground truth is a shipped test bed (``nascore/resources/testbed/<bed>_mnist5k.json``: every
+architecture trained standalone on mnist5k, several seeds). A *row* is a proxy: a function
+``fn(seed, bed) -> {arch string: score}`` (higher = predicted better) over the bed's architectures.
 
 Rows are plugins of this script: every module ``benchmarks/ranking_rows/*.py`` is imported and
 its ``ROWS = [(label, fn), ...]`` appended in file-name order, so a method adds its rows by adding
-a file — this script never changes. Two baselines are built in (MACs and params: "bigger is
-better"), and the fixture's seed-to-seed tau is printed as the noise ceiling no proxy can beat
-reliably.
-
-Prints one table line per row: Kendall tau-b (mean ± sd over seeds), top-5 and top-10 hit rates
-(share of the proxy's k best that are among the true k best), seconds; writes a scatter plot PNG
-(proxy score vs standalone accuracy, first seed, one panel per row).
+a file — this script never changes. A row that is not set up for a bed raises NotImplementedError
+and is listed as skipped. The figures, the baselines (params, MACs, every installed zero-cost proxy)
+and the noise ceiling come from :mod:`nascore.ranking`, exactly as ``nascore rank`` prints them.
 """
 
 from __future__ import annotations
 
 import argparse
 import importlib.util
-import math
-import statistics
 import sys
-import time
-import traceback
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import torch
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-TESTBED = "tiny_chain_mnist5k"
 
-Row = tuple[str, Callable[[int], dict[str, float]]]
+Row = tuple[str, Callable[..., dict[str, float]]]
 
 
 def load_rows(folder: Path = HERE / "ranking_rows") -> tuple[list[Row], list[str]]:
@@ -55,113 +47,74 @@ def load_rows(folder: Path = HERE / "ranking_rows") -> tuple[list[Row], list[str
             for item in found:
                 label, fn = item
                 if not (isinstance(label, str) and callable(fn)):
-                    raise TypeError(f"ROWS entries must be (label, fn(seed)), got {item!r}")
+                    raise TypeError(f"ROWS entries must be (label, fn(seed, bed)), got {item!r}")
             rows += found
         except Exception as e:  # noqa: BLE001 - one broken row file must not stop the others
             problems.append(f"{path.name}: {type(e).__name__}: {e}")
     return rows, problems
 
 
-def baseline_rows() -> list[Row]:
-    from nascore.groundtruth.testbed import load_testbed
+def as_scorer(fn: Callable[..., dict[str, float]], bed: str) -> Any:
+    """A row ``fn(seed, bed) -> {arch: score}`` as a :mod:`nascore.ranking` scorer."""
 
-    return [
-        ("baseline: MACs", lambda seed: load_testbed(TESTBED, "macs")),
-        ("baseline: params", lambda seed: load_testbed(TESTBED, "params")),
-    ]
+    def scorer(gt: Any, seed: int) -> list[float]:
+        scores = fn(seed, bed)
+        missing = [k for k in gt.keys if k not in scores]
+        if missing:
+            raise ValueError(f"scored {len(gt.keys) - len(missing)} of {len(gt.keys)} archs (missing {missing[0]})")
+        return [float(scores[k]) for k in gt.keys]
 
-
-def _fmt(values: list[float], pct: bool = False) -> str:
-    vals = [v for v in values if not math.isnan(v)]
-    if not vals:
-        return "n/a"
-    m = statistics.fmean(vals)
-    sd = statistics.stdev(vals) if len(vals) > 1 else 0.0
-    return f"{m:.2f}" + (f" ± {sd:.2f}" if len(vals) > 1 else "")
+    return scorer
 
 
 def main(argv: list[str] | None = None) -> int:
+    from nascore import ranking
+
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    ap.add_argument("--bed", default="tiny_matched", choices=[b for b in ranking.BEDS if b != "nb201"])
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     ap.add_argument("--only", default=None, help="keep rows whose label contains this text")
-    ap.add_argument("--plot", type=Path, default=ROOT / "runs" / "ranking.png", help="scatter plot PNG")
+    ap.add_argument("--plot", type=Path, default=None, help="scatter plot PNG (scores vs truth, first seed)")
+    ap.add_argument("--json", type=Path, default=None, help="write the figures as JSON")
     ap.add_argument("--no-baselines", action="store_true")
     args = ap.parse_args(argv)
     torch.set_num_threads(1)
 
-    from nascore.groundtruth.testbed import align, kendall_tau, load_testbed, load_testbed_file, topk_hit_rate
+    from nascore.registry import get_registry
 
-    truth = load_testbed(TESTBED)
-    meta = load_testbed_file(TESTBED)["meta"]
+    reg = get_registry()
+    ctx_for_seed = ranking.context_cache(args.bed, reg)
+
+    gt = ranking.load_ground_truth(args.bed, ctx_for_seed(args.seeds[0]))
     rows, problems = load_rows()
-    if not args.no_baselines:
-        rows = baseline_rows() + rows
     if args.only:
         rows = [r for r in rows if args.only in r[0]]
     for p in problems:
         print(f"warning: skipped rows of {p}", file=sys.stderr)
-    print(f"test bed {TESTBED}: {len(truth)} archs, standalone acc {meta['acc_range'][0]:.1f}-{meta['acc_range'][1]:.1f}%, "
-          f"noise ceiling (seed-to-seed tau) {meta['seed_tau']:.2f}; seeds {args.seeds}", flush=True)
+    baselines = [] if args.no_baselines else ranking.default_baselines(reg, ctx_for_seed)[0]
 
-    results = []
+    skipped = []
+    subjects = []
     for label, fn in rows:
-        taus, top5, top10, first = [], [], [], None
-        t0 = time.time()
-        error = None
-        for seed in args.seeds:
-            try:
-                scores = fn(seed)
-            except Exception as e:  # noqa: BLE001
-                error = f"{type(e).__name__}: {e}"
-                traceback.print_exc()
-                break
-            pred, gt = align(scores, truth)
-            if len(pred) < len(truth):
-                error = f"scored {len(pred)} of {len(truth)} archs"
-            taus.append(kendall_tau(pred, gt))
-            top5.append(topk_hit_rate(pred, gt, 5))
-            top10.append(topk_hit_rate(pred, gt, 10))
-            if first is None:
-                first = (pred, gt)
-        secs = time.time() - t0
-        results.append((label, taus, top5, top10, secs, error, first))
-        print(f"  {label}: tau {_fmt(taus)} ({secs:.0f} s){'  ERROR ' + error if error else ''}", flush=True)
-
-    header = ("proxy", "Kendall tau", "top-5 hit", "top-10 hit", "seconds")
-    table = [header] + [
-        (label, _fmt(t), _fmt(a), _fmt(b), f"{s:.0f}" + (" (error)" if err else "")) for label, t, a, b, s, err, _ in results
-    ]
-    w = [max(len(r[i]) for r in table) for i in range(len(header))]
+        subjects.append((label, as_scorer(fn, args.bed), len(args.seeds)))
+    protocol = ranking.protocol_text(gt, args.seeds, 0.1, 5)
+    print(protocol, flush=True)
+    results = ranking.rank(gt, subjects, baselines, args.seeds,
+                           progress=lambda line: print("  " + line, file=sys.stderr, flush=True))
+    for r in results:
+        if r.error and r.error.startswith("NotImplementedError"):
+            skipped.append(f"{r.label} ({r.error.split(': ', 1)[-1]})")
+    results = [r for r in results if not (r.error and r.error.startswith("NotImplementedError"))]
     print()
-    for i, r in enumerate(table):
-        print("  ".join(v.ljust(w[j]) for j, v in enumerate(r)).rstrip())
-        if i == 0:
-            print("  ".join("-" * x for x in w))
-    print(f"{'noise ceiling (seed-to-seed)'.ljust(w[0])}  {meta['seed_tau']:.2f}")
-
-    plotted = [r for r in results if r[6] is not None]
-    if args.plot and plotted:
-        import matplotlib
-
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-
-        n = len(plotted)
-        cols = min(3, n)
-        nrows = math.ceil(n / cols)
-        fig, axes = plt.subplots(nrows, cols, figsize=(4.2 * cols, 3.6 * nrows), squeeze=False)
-        for ax, (label, taus, *_rest, (pred, gt)) in zip(axes.flat, plotted):
-            ax.scatter(pred, gt, s=12, alpha=0.8)
-            ax.set_title(f"{label}\ntau {taus[0]:.2f} (seed {args.seeds[0]})", fontsize=9)
-            ax.set_xlabel("proxy score", fontsize=8)
-            ax.set_ylabel("standalone acc (%)", fontsize=8)
-        for ax in list(axes.flat)[n:]:
-            ax.axis("off")
-        fig.tight_layout()
-        args.plot.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(args.plot, dpi=110)
-        print(f"scatter plot: {args.plot}")
-    return 1 if any(r[5] for r in results) else 0
+    print(ranking.format_table(results))
+    for s in skipped:
+        print(f"skipped: {s}")
+    if args.json:
+        ranking.write_json(args.json, ranking.to_json(gt, results, protocol, args.seeds))
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"scatter plot: {ranking.plot(gt, results, args.plot)}")
+    return 1 if any(r.error for r in results) else 0
 
 
 if __name__ == "__main__":

@@ -290,6 +290,53 @@ def cmd_recipes(args: argparse.Namespace) -> int:
 
 
 # -- parser ----------------------------------------------------------------------------------------
+def cmd_rank(args: argparse.Namespace) -> int:
+    import torch
+
+    from nascore import ranking
+
+    if args.bed not in ranking.BEDS:
+        from nascore.errors import UnknownComponent
+
+        raise UnknownComponent(f"no ground truth {args.bed!r}", hint=f"beds: {', '.join(ranking.BEDS)}")
+    if args.archs is not None and args.archs < 2:
+        raise NascoreError(f"--archs {args.archs}: rank at least 2 architectures")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    reg = _registry()
+    ctx_for_seed = ranking.context_cache(args.bed, reg)
+
+    gt = ranking.load_ground_truth(args.bed, ctx_for_seed(args.seeds[0]), sample=args.archs, seed=args.sample_seed)
+    options = ranking.parse_options(args.options, "--options")
+    subjects: list[tuple[str, Any, int]] = []
+    if args.run:
+        fn, labels = ranking.run_scorer([Path(d) for d in args.run], args.evaluator, options)
+        what = args.evaluator or "its search evaluator"
+        subjects.append((f"supernet ({what}): {', '.join(labels)}", fn, len(labels)))
+    elif args.evaluator:
+        subjects.append((args.evaluator, ranking.evaluator_scorer(args.evaluator, options, ctx_for_seed=ctx_for_seed),
+                         len(args.seeds)))
+    names = None if args.baselines is None else [b for b in args.baselines.split(",") if b and b != "none"]
+    baselines, missing = ranking.default_baselines(reg, ctx_for_seed, names)
+    if missing:
+        raise NascoreError(f"--baselines: no evaluator {', '.join(map(repr, missing))}",
+                           hint="see `nascore list evaluators`; zero-cost proxies come with pip install nascore-zerocost")
+    protocol = ranking.protocol_text(gt, args.seeds, args.top, args.brackets)
+    print(protocol, flush=True)
+    if args.bed == "nb201":
+        print("note: no CIFAR-10 ships; proxies that read data see CIFAR-shaped synthetic images", flush=True)
+    progress = None if args.quiet else (lambda line: print("  " + line, file=sys.stderr, flush=True))
+    rows = ranking.rank(gt, subjects, baselines, args.seeds, top_frac=args.top, brackets=args.brackets, progress=progress)
+    print()
+    print(ranking.format_table(rows))
+    if args.json:
+        ranking.write_json(Path(args.json), ranking.to_json(gt, rows, protocol, args.seeds))
+        print(f"wrote {args.json}")
+    if args.plot:
+        print(f"wrote {ranking.plot(gt, rows, Path(args.plot))}")
+    return 1 if any(r.error for r in rows if r.kind == "subject") else 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="nascore", description="One-shot neural architecture search: train a supernet, search, export, retrain.",
@@ -327,6 +374,28 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("compare", help="several runs side by side")
     r.add_argument("run_dirs", nargs="+")
     r.set_defaults(fn=cmd_compare)
+
+    r = sub.add_parser(
+        "rank", help="rank a space's architectures with a scorer against ground truth, beside the baselines",
+        description="Score every architecture of a ground-truth bed (tiny_matched, tiny_chain, tiny_cell; a sample of "
+                    "nb201) with a trained supernet (--run) or an evaluator (--evaluator), and print Kendall τ, Spearman "
+                    "ρ, τ in the true top 10%%, precision@k and τ within MACs brackets, beside params, MACs, every "
+                    "installed zero-cost proxy and the noise ceiling, with the protocol used.")
+    r.add_argument("bed", help="ground truth: tiny_matched (cost-matched, 256 archs), tiny_chain, tiny_cell or nb201")
+    r.add_argument("--run", action="append", metavar="RUN_DIR", help="a run folder whose trained supernet scores (repeat: one per seed)")
+    r.add_argument("--evaluator", help="evaluator to score with (default for --run: the run's search evaluator, else accuracy)")
+    r.add_argument("--options", help="the evaluator's options as JSON, e.g. '{\"recal_batches\": 10}'")
+    r.add_argument("--baselines", default=None, help="comma-separated evaluators (default: params, macs and every installed zero-cost proxy; 'none' for none)")
+    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of seeded scorers (proxies' init)")
+    r.add_argument("--archs", type=int, default=None, help="score a seeded random sample of N architectures (nb201 default 500)")
+    r.add_argument("--sample-seed", type=int, default=0, help="seed of that sample")
+    r.add_argument("--top", type=float, default=0.1, help="fraction of the true best for τ top and P@top (default 0.1)")
+    r.add_argument("--brackets", type=int, default=5, help="MACs brackets for τ within brackets (default 5)")
+    r.add_argument("--json", help="also write the figures as JSON here")
+    r.add_argument("--plot", help="also write a scatter plot PNG (scores vs truth) here")
+    r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    r.add_argument("--quiet", action="store_true", help="no per-scorer progress lines")
+    r.set_defaults(fn=cmd_rank)
 
     r = sub.add_parser("plugins", help="installed plugins, their components, and failures")
     r.add_argument("--json", action="store_true")

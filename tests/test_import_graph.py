@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("components", ("nascore.builtin",)),
     ("registry", ("nascore.registry",)),
     ("pipeline", ("nascore.pipeline",)),
-    ("surfaces", ("nascore", "nascore.__main__", "nascore.cli", "nascore.report", "nascore.testing",
+    ("surfaces", ("nascore", "nascore.__main__", "nascore.cli", "nascore.report", "nascore.ranking", "nascore.testing",
                   "nascore.public")),
 ]
 
@@ -175,7 +175,7 @@ def layer_of(mod: str) -> int | None:
     best: tuple[int, int] | None = None  # (prefix length, layer)
     for i, (_, prefixes) in enumerate(LAYERS):
         for p in prefixes:
-            if mod == p or mod.startswith(p + "."):
+            if mod == p or (p != "nascore" and mod.startswith(p + ".")):  # the package itself: exact
                 if best is None or len(p) > best[0]:
                     best = (len(p), i)
     return None if best is None else best[1]

@@ -86,12 +86,27 @@ def test_evaluator_scores_archs(registry):
     res = ev.score(archs, Ctx())
     assert len(res) == 3
     assert res[0]["nb201_cifar10_test"] == pytest.approx(94.37, abs=0.005)
-    assert res[0]["nb201_cifar10_valid"] == pytest.approx(91.607, abs=0.001)
     assert res[1]["nb201_cifar10_test"] == pytest.approx(10.0, abs=0.01)  # all-none cell: chance
-    assert all(ev.metric in r for r in res)
+    assert all(set(r) == {ev.metric} for r in res)  # the search metric and nothing else
     assert ev.queries == 3 and ev.unique_queries == 2
     ev.score([Architecture(("skip_connect",) * 6)], Ctx())
     assert ev.queries == 4 and ev.unique_queries == 3
+    # every column, for the final report, without counting as a query
+    rep = ev.report_metrics(archs[:2], Ctx())
+    assert rep[0]["nb201_cifar10_test"] == pytest.approx(94.37, abs=0.005)
+    assert rep[0]["nb201_cifar10_valid"] == pytest.approx(91.607, abs=0.001)
+    assert rep[1]["nb201_cifar10_valid"] == pytest.approx(T.lookup(T.cell_string(("none",) * 6), "valid_top1"))
+    assert {"nb201_params_m", "nb201_naswot_score", "nb201_cifar10valid_test"} <= set(rep[0])
+    assert ev.queries == 4 and ev.unique_queries == 3
+
+
+def test_a_validation_search_is_handed_no_test_accuracy(registry):
+    """Searching on a validation column, the selector-facing scores hold no test-accuracy key."""
+    for options in ({"metric": "valid_top1"}, {"table": "12ep", "metric": "cifar10-val"}):
+        ev = registry.get("evaluator", "nb201_table").build(options, Ctx())
+        res = ev.score([Architecture(BEST_C10), Architecture(("skip_connect",) * 6)], Ctx())
+        assert all(set(r) == {ev.metric} and "test" not in ev.metric for r in res)
+        assert any("test" in k for k in ev.report_metrics([Architecture(BEST_C10)], Ctx())[0])
 
 
 def test_evaluator_table_and_metric_options(registry):
@@ -101,7 +116,9 @@ def test_evaluator_table_and_metric_options(registry):
     ev = comp.build({"table": "12ep", "metric": "cifar100-test"}, Ctx())
     r = ev.score([Architecture(BEST_C10)], Ctx())[0]
     assert ev.metric == "nb201_12ep_cifar100_test" and r[ev.metric] == T.lookup(BEST_C10_STR, "cifar100-test", "12ep")
-    assert "nb201_12ep_in16_test" in r
+    assert set(r) == {ev.metric}
+    rep = ev.report_metrics([Architecture(BEST_C10)], Ctx())[0]
+    assert rep["nb201_12ep_in16_test"] == T.lookup(BEST_C10_STR, "imagenet-test", "12ep")
     # result keys are accepted as metric names too
     assert comp.build({"metric": "nb201_cifar10_valid"}, Ctx()).column == "valid_top1"
     with pytest.raises(Exception, match="cifar100-test"):
@@ -119,7 +136,7 @@ def test_evaluator_reads_a_user_csv(registry, tmp_path):
     assert ev.metric == "nb201_my_acc"
     res = ev.score([Architecture(BEST_C10), Architecture(("skip_connect",) * 6)], Ctx())
     assert [r["nb201_my_acc"] for r in res] == [1.5, 2.5]
-    assert math.isnan(res[0]["nb201_note"])
+    assert math.isnan(ev.report_metrics([Architecture(BEST_C10)], Ctx())[0]["nb201_note"])
     with pytest.raises(ArchitectureError):
         ev.score([Architecture(("none",) * 6)], Ctx())
     plain = tmp_path / "plain.csv"

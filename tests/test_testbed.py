@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import json
 import math
 import random
 
@@ -86,3 +87,68 @@ def test_tiny_chain_fixture():
 def test_missing_fixture_names_the_generator():
     with pytest.raises(DatasetError, match="make_testbed.py"):
         load_testbed_file("nope_space")
+
+
+def test_tiny_matched_costs_are_equal_and_exact_with_fvcore():
+    """Every option of the cost-matched bed has the same MACs and params (fvcore, not just the table):
+    a cost count cannot rank its architectures."""
+    from nascore.builtin.tiny import TinyMatchedSpace
+    from nascore.cost import check_table
+
+    space = TinyMatchedSpace()
+    archs = list(space.enumerate())
+    assert len(archs) == 256
+    table = space.cost_table()
+    assert len({table.cost(a) for a in archs}) == 1
+    rows = check_table(space, random.Random(0).sample(archs, 12) + [space.parse("lin-lin-lin-lin")])
+    assert all(r["ok"] for r in rows)
+    assert len({(r["fvcore_macs"], r["params"]) for r in rows}) == 1
+
+
+def test_tiny_matched_options_differ_in_what_they_compute():
+    """Equal cost, different functions: each option's output differs from every other's on the same input."""
+    import torch
+
+    from nascore.builtin.tiny import MATCHED_OPS, TinyMatchedSpace
+
+    space = TinyMatchedSpace()
+    net = space.build_supernet().eval()
+    x = torch.randn(2, 1, 28, 28)
+    outs = {o: net(x, space.parse("-".join([o] * 4))) for o in MATCHED_OPS}
+    for a, b in itertools.combinations(MATCHED_OPS, 2):
+        assert not torch.allclose(outs[a], outs[b], atol=1e-4), (a, b)
+
+
+def test_tiny_matched_fixture_facts():
+    """The cost-matched bed's facts (docs/benchmarks.md): all 256 archs, 3 seeds, a spread well
+    beyond seed noise, identical costs."""
+    data = load_testbed_file("tiny_matched_mnist5k")
+    meta, archs = data["meta"], data["archs"]
+    assert meta["space"] == "tiny_matched" and meta["num_archs"] == 256 == len(archs)
+    assert len(meta["seeds"]) >= 3 and all(len(v["acc_per_seed"]) == len(meta["seeds"]) for v in archs.values())
+    assert len({(v["macs"], v["params"]) for v in archs.values()}) == 1
+    assert meta["macs_acc_tau"] is None and meta["params_acc_tau"] is None  # constant: no ranking at all
+    assert meta["seed_tau"] > 0.4  # measured 0.45 (seed pairs 0.40-0.48): the noise ceiling, below the 0.6 aimed for
+    from nascore.builtin.tiny import TinyMatchedSpace
+
+    space = TinyMatchedSpace()
+    assert {space.format(a) for a in space.enumerate()} == set(archs)
+
+
+def test_tiny_matched_ensemble_truth_agrees_with_the_fixture():
+    """The 2-member ensemble ground truth (NEAS) is built from the fixture's own models: an
+    architecture paired with itself is that architecture alone, and ensembles mostly beat their best member."""
+    import gzip
+    import importlib.resources
+
+    res = importlib.resources.files("nascore").joinpath("resources", "testbed", "tiny_matched_mnist5k_ensembles2.json.gz")
+    with gzip.open(res.open("rb"), "rt", encoding="utf-8") as f:
+        data = json.load(f)
+    pairs = data["pairs"]
+    assert data["meta"]["num_pairs"] == len(pairs) == 256 * 257 // 2
+    single = load_testbed_file("tiny_matched_mnist5k")["archs"]
+    for k in list(single)[::37]:
+        assert pairs[f"{k}+{k}"] == pytest.approx([single[k]["acc"], single[k]["test_acc"]], abs=0.05)
+    gains = [v[0] - max(single[p.split("+")[0]]["acc"], single[p.split("+")[1]]["acc"])
+             for p, v in pairs.items() if p.split("+")[0] != p.split("+")[1]]
+    assert sum(g > 0 for g in gains) / len(gains) > 0.8  # measured 0.89

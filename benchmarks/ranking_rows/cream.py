@@ -1,6 +1,6 @@
 """Ranking rows of nascore-cream for ``benchmarks/ranking.py`` (tiny_chain on mnist5k).
 
-``ROWS = [(label, fn)]``; ``fn(seed) -> {arch string: proxy score}``: train a supernet with the
+``ROWS = [(label, fn)]``; ``fn(seed, bed) -> {arch string: proxy score}``: train a supernet with the
 row's method at the shared budget, then score every architecture of the test-bed space with the
 ``accuracy`` evaluator (BN recalibrated per path, arch-validation split). ``train_supernet`` and
 ``score_all`` are reused by ``benchmarks/cream_vs_spos.py``.
@@ -43,12 +43,12 @@ def spos_name(reg: Any) -> str:
 
 def train_supernet(train_stage: dict[str, Any], seed: int, *, constraint: dict[str, float] | None = None,
                    extra_stages: list[dict[str, Any]] | None = None, reg: Any = None,
-                   run_dir: Path | None = None) -> Any:
-    """Run one config (tiny_chain / mnist5k, the given train stage [+ more]) in-process; the context."""
+                   run_dir: Path | None = None, space: str = "tiny_chain") -> Any:
+    """Run one config (``space`` / mnist5k, the given train stage [+ more]) in-process; the context."""
     from nascore.testing import run_config
 
     torch.set_num_threads(1)
-    cfg = {"name": "bench", "seed": seed, "device": "cpu", "space": {"name": "tiny_chain"},
+    cfg = {"name": "bench", "seed": seed, "device": "cpu", "space": {"name": space},
            "dataset": {"name": "mnist5k"}, "data": {"batch_size": BATCH}, "constraint": constraint or {},
            "stages": [train_stage, *(extra_stages or [])]}
     return run_config(cfg, run_dir, registry=reg or registry())
@@ -74,17 +74,17 @@ def spos_stage(reg: Any, epochs: int = EPOCHS, distill: dict[str, Any] | None = 
     return stage
 
 
-def _cream(seed: int) -> dict[str, float]:
-    return score_all(train_supernet(cream_stage(), seed))
+def _cream(seed: int, bed: str = "tiny_chain") -> dict[str, float]:
+    return score_all(train_supernet(cream_stage(), seed, space=bed))
 
 
-def _cream_code(seed: int) -> dict[str, float]:
-    return score_all(train_supernet(cream_stage(compat="cream-code"), seed))
+def _cream_code(seed: int, bed: str = "tiny_chain") -> dict[str, float]:
+    return score_all(train_supernet(cream_stage(compat="cream-code"), seed, space=bed))
 
 
-def _spos_distilled(seed: int) -> dict[str, float]:
+def _spos_distilled(seed: int, bed: str = "tiny_chain") -> dict[str, float]:
     reg = registry()
-    return score_all(train_supernet(spos_stage(reg, distill={}), seed, reg=reg))
+    return score_all(train_supernet(spos_stage(reg, distill={}), seed, reg=reg, space=bed))
 
 
 ROWS = [

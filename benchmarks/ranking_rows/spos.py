@@ -14,8 +14,8 @@ from nascore_spos.ranking import spos_scores
 
 
 def _row(sampler: str, recal: bool = True, accumulate: bool = False):
-    def fn(seed: int) -> dict[str, float]:
-        return spos_scores(sampler, seed, recal=recal, fair_accumulate=accumulate)
+    def fn(seed: int, bed: str = "tiny_chain") -> dict[str, float]:
+        return spos_scores(sampler, seed, recal=recal, fair_accumulate=accumulate, space=bed)
 
     return fn
 

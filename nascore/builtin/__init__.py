@@ -5,6 +5,7 @@ DEFAULT_PLUGINS = (
     "nascore.builtin.datasets",
     "nascore.builtin.trainers",
     "nascore.builtin.evaluators",
+    "nascore.builtin.cost_evaluators",
     "nascore.builtin.accuracy",
     "nascore.builtin.selectors",
     "nascore.builtin.evolution",

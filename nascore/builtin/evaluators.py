@@ -4,6 +4,11 @@
 user CSV) instead of the supernet: the "oracle" that benchmarks compare supernet rankings to, and a
 free evaluator for testing selectors. It counts lookups so a benchmark can report how many
 architectures a selector queried.
+
+A selector sees only the column it searches on: ``score`` returns ``{metric: value}`` and nothing
+else, so a search on the validation column can never read (or leak into its choice) the test
+accuracy it is judged by. The other columns of the chosen cells are read for the final report
+only, through :meth:`NB201TableEvaluator.report_metrics` (which does not count as a query).
 """
 
 from __future__ import annotations
@@ -47,10 +52,11 @@ class NB201TableConfig(BaseModel):
 
 
 class NB201TableEvaluator:
-    """Looks NB201 cells up in a table: ``score`` returns every column, keyed by result name.
+    """Looks NB201 cells up in a table: ``score`` returns only the search column, keyed by result name.
 
-    ``metric`` is the result key of the chosen column (e.g. ``nb201_cifar10_test``);
+    ``metric`` is the result key of the chosen column (e.g. ``nb201_cifar10_valid``);
     ``queries`` counts lookups (every arch of every call) and ``unique_queries`` distinct cells.
+    ``report_metrics`` returns every column of a cell for the final report (not a query).
     """
 
     higher_is_better = True
@@ -83,14 +89,23 @@ class NB201TableEvaluator:
         return space.format(arch)
 
     def score(self, archs: Sequence[Architecture], ctx: Any) -> list[dict[str, float]]:
+        """The search metric of each arch (only that key: a selector must not see the others)."""
         out: list[dict[str, float]] = []
         for arch in archs:
             cell = self.cell(arch, ctx)
             row = self.table.row(cell)
             self.queries += 1
             self.seen.add(cell)
-            out.append({self.names[c]: v for c, v in row.items()})
+            out.append({self.metric: row[self.column]})
         return out
+
+    def report_metrics(self, archs: Sequence[Architecture], ctx: Any) -> list[dict[str, float]]:
+        """Every column of each arch, keyed by result name, for the final report of chosen cells.
+
+        Not a query (the counters do not move): call it after the search has made its choice,
+        never from inside a selector's search loop.
+        """
+        return [{self.names[c]: v for c, v in self.table.row(self.cell(a, ctx)).items()} for a in archs]
 
     def __repr__(self) -> str:
         return f"NB201TableEvaluator({self.table.source}, metric={self.metric!r}, queries={self.queries})"

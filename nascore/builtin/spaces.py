@@ -17,6 +17,14 @@ class TinyChainConfig(BaseModel):
     width: int = Field(8, gt=0, description="channels of the first half (doubled after)")
 
 
+class TinyMatchedConfig(BaseModel):
+    """Options of the ``tiny_matched`` cost-matched test bed (4 layers × {conv, dil, pool, lin})."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    layers: int = Field(4, gt=0, description="number of choice layers")
+    width: int = Field(8, gt=0, description="channels of the first half (doubled after)")
+
+
 class MobileNetConfig(BaseModel):
     """Options of the ``mobilenet`` MBConv space (SPOS/Cream/NEAS/ABS).
 
@@ -133,6 +141,13 @@ def make_tiny_chain(cfg: TinyChainConfig, ctx: Any = None) -> Any:
     return TinyChainSpace(layers=cfg.layers, width=cfg.width, input_shape=shape, num_classes=classes)
 
 
+def make_tiny_matched(cfg: TinyMatchedConfig, ctx: Any = None) -> Any:
+    from nascore.builtin.tiny import TinyMatchedSpace
+
+    shape, classes = _input_of(ctx)
+    return TinyMatchedSpace(layers=cfg.layers, width=cfg.width, input_shape=shape, num_classes=classes)
+
+
 def make_mobilenet(cfg: MobileNetConfig, ctx: Any = None) -> Any:
     from nascore.builtin.mobilenet import MobileNetSpace
 
@@ -168,6 +183,8 @@ def make_tiny_cell(cfg: TinyCellConfig, ctx: Any = None) -> Any:
 def register_search_spaces(register: Any) -> None:
     register("tiny_chain", make_tiny_chain, config=TinyChainConfig,
              summary="test bed: 4 layers × {conv3, conv5, skip} = 81 architectures")
+    register("tiny_matched", make_tiny_matched, config=TinyMatchedConfig,
+             summary="cost-matched test bed: 4 layers × {conv, dil, pool, lin}, 256 archs of equal MACs/params")
     register("mobilenet", make_mobilenet, config=MobileNetConfig,
              summary="MobileNetV3-like MBConv chain (SPOS/Cream/NEAS/ABS): k{3,5,7}×e{4,6} + skip per layer")
     register("shufflenet", make_shufflenet, config=ShuffleNetConfig,

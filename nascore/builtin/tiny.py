@@ -8,6 +8,9 @@ tests can measure ranking correlation in seconds.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import Any
+
 import torch
 from torch import nn
 
@@ -62,7 +65,7 @@ def _tiny_op(name: str, c: int, affine: bool) -> nn.Module:
 
 
 class TinyChainSupernet(Supernet):
-    def __init__(self, space: TinyChainSpace) -> None:
+    def __init__(self, space: TinyChainSpace, make_op: Callable[[str, int, bool], nn.Module] = _tiny_op) -> None:
         super().__init__(space)
         c = space.width
         cin = space.input_shape[0]
@@ -70,7 +73,7 @@ class TinyChainSupernet(Supernet):
         layers = []
         for i, d in enumerate(space.decisions):
             width = c if i < len(space.decisions) // 2 else 2 * c
-            layers.append(ChoiceLayer({o: _tiny_op(o, width, space.affine) for o in d.options}))
+            layers.append(ChoiceLayer({o: make_op(o, width, space.affine) for o in d.options}))
         self.layers = nn.ModuleList(layers)
         self.down = conv_bn_relu(c, 2 * c, 3, stride=2, affine=space.affine)
         self.head = nn.Linear(2 * c, space.num_classes)
@@ -86,3 +89,39 @@ class TinyChainSupernet(Supernet):
             x = layer(x)
         x = x.mean((2, 3))
         return self.head(x)
+
+
+MATCHED_OPS = ("conv", "dil", "pool", "lin")
+"""The options of ``tiny_matched``: each is one 3×3 convolution with C→C channels and one BN, so
+every option has the same MACs and parameters (fvcore counts neither activations nor max-pooling);
+they differ only in inductive bias — ``conv`` conv→BN→ReLU; ``dil`` the same conv dilated by 2 (a
+5×5 receptive field); ``pool`` a 3×3/1 max-pool before the conv (local shift invariance); ``lin`` conv→BN
+with no activation (the layer is linear)."""
+
+
+def _matched_op(name: str, c: int, affine: bool) -> nn.Module:
+    if name == "conv":
+        return conv_bn_relu(c, c, 3, affine=affine)
+    if name == "dil":
+        return nn.Sequential(
+            nn.Conv2d(c, c, 3, 1, 2, dilation=2, bias=False), nn.BatchNorm2d(c, affine=affine), nn.ReLU(inplace=False)
+        )
+    if name == "pool":
+        return nn.Sequential(nn.MaxPool2d(3, 1, 1), *conv_bn_relu(c, c, 3, affine=affine))
+    if name == "lin":
+        return nn.Sequential(nn.Conv2d(c, c, 3, 1, 1, bias=False), nn.BatchNorm2d(c, affine=affine))
+    raise ValueError(f"unknown tiny_matched op {name!r}")
+
+
+class TinyMatchedSpace(TinyChainSpace):
+    """The cost-matched test bed: ``layers`` × {conv, dil, pool, lin}, every architecture with the
+    same MACs and parameters, so a cost count carries no ranking signal by construction (what a
+    constrained search must rank is exactly this: candidates of equal cost)."""
+
+    name = "tiny_matched"
+
+    def __init__(self, layers: int = 4, width: int = 8, ops: tuple[str, ...] = MATCHED_OPS, **kw: Any) -> None:
+        super().__init__(layers=layers, width=width, ops=ops, **kw)
+
+    def build_supernet(self) -> "TinyChainSupernet":
+        return TinyChainSupernet(self, make_op=_matched_op)

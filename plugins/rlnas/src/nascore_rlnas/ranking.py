@@ -16,26 +16,26 @@ DEFAULT_LR = 0.1
 
 
 def testbed_config(seed: int = 0, random_labels: bool = False, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
-                   **trainer_options: Any) -> dict[str, Any]:
-    """The SPOS test-bed config (uniform sampler), on real or random labels."""
+                   space: str = "tiny_chain", **trainer_options: Any) -> dict[str, Any]:
+    """The SPOS test-bed config (uniform sampler) on ``space``, on real or random labels."""
     from nascore_spos.ranking import tiny_bed_config
 
-    cfg = tiny_bed_config("uniform", seed, epochs, lr, **trainer_options)
+    cfg = tiny_bed_config("uniform", seed, epochs, lr, space, **trainer_options)
     return {**cfg, "name": f"rlnas-testbed-{'random' if random_labels else 'real'}-{seed}",
             "data": {**cfg["data"], "random_labels": random_labels}}
 
 
 def train_supernet(seed: int = 0, random_labels: bool = False, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
-                   **trainer_options: Any) -> Any:
+                   space: str = "tiny_chain", **trainer_options: Any) -> Any:
     """Train the supernet in memory (no run folder); returns the RunContext (W0 in ``initial_weights``)."""
     from nascore_spos.ranking import run_in_memory
 
-    return run_in_memory(testbed_config(seed, random_labels, epochs, lr, **trainer_options))
+    return run_in_memory(testbed_config(seed, random_labels, epochs, lr, space, **trainer_options))
 
 
 @lru_cache(maxsize=4)
-def _trained(seed: int, random_labels: bool, epochs: int, lr: float) -> Any:
-    return train_supernet(seed, random_labels, epochs, lr)
+def _trained(seed: int, random_labels: bool, epochs: int, lr: float, space: str = "tiny_chain") -> Any:
+    return train_supernet(seed, random_labels, epochs, lr, space)
 
 
 def angle_scores(ctx: Any, **options: Any) -> dict[str, float]:
@@ -57,10 +57,10 @@ def accuracy_scores(ctx: Any, recal_batches: int = 20) -> dict[str, float]:
 
 
 def proxy_scores(metric: str, seed: int = 0, random_labels: bool = False, *, epochs: int = DEFAULT_EPOCHS,
-                 lr: float = DEFAULT_LR) -> dict[str, float]:
-    """``metric`` of all 81 test-bed paths: ``angle``, ``angle_ops`` (the angle of the chosen ops'
+                 lr: float = DEFAULT_LR, space: str = "tiny_chain") -> dict[str, float]:
+    """``metric`` of every test-bed path: ``angle``, ``angle_ops`` (the angle of the chosen ops'
     weights only, fixed layers left out) or ``accuracy``; the supernet is cached per process."""
-    ctx = _trained(seed, random_labels, epochs, lr)
+    ctx = _trained(seed, random_labels, epochs, lr, space)
     if metric == "angle":
         return angle_scores(ctx)
     if metric == "angle_ops":

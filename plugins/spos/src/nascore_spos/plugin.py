@@ -26,3 +26,5 @@ def register_trainers(register: Any) -> None:
 def register_recipes(register: Any) -> None:
     register("spos", str(RECIPES / "spos.yaml"),
              summary="SPOS on mnist5k: supernet (shufflenet space) -> evolution under a MACs limit -> export -> retrain")
+    register("spos-testbed", str(RECIPES / "spos-testbed.yaml"),
+             summary="SPOS on the cost-matched test bed tiny_matched (rank it: nascore rank tiny_matched --run DIR)")

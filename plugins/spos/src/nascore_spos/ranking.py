@@ -16,13 +16,13 @@ DEFAULT_LR = 0.1
 
 
 def tiny_bed_config(sampler: str = "uniform", seed: int = 0, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
-                    **trainer_options: Any) -> dict[str, Any]:
-    """A run config that trains a SPOS supernet on the test bed (tiny_chain on mnist5k)."""
+                    space: str = "tiny_chain", **trainer_options: Any) -> dict[str, Any]:
+    """A run config that trains a SPOS supernet on a test bed (``space`` on mnist5k)."""
     return {
         "name": f"spos-testbed-{sampler}-{seed}",
         "seed": seed,
         "device": "cpu",
-        "space": {"name": "tiny_chain"},
+        "space": {"name": space},
         "dataset": {"name": "mnist5k"},
         "data": {"batch_size": 64},
         "stages": [{"kind": "train", "trainer": {"name": "spos", "options": {
@@ -31,9 +31,9 @@ def tiny_bed_config(sampler: str = "uniform", seed: int = 0, epochs: int = DEFAU
 
 
 def train_supernet(sampler: str = "uniform", seed: int = 0, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
-                   **trainer_options: Any) -> Any:
-    """Train a SPOS supernet on the test bed in memory (no run folder); returns the RunContext."""
-    return run_in_memory(tiny_bed_config(sampler, seed, epochs, lr, **trainer_options))
+                   space: str = "tiny_chain", **trainer_options: Any) -> Any:
+    """Train a SPOS supernet on a test bed in memory (no run folder); returns the RunContext."""
+    return run_in_memory(tiny_bed_config(sampler, seed, epochs, lr, space, **trainer_options))
 
 
 def run_in_memory(cfg: dict[str, Any]) -> Any:
@@ -59,13 +59,13 @@ def score_all(ctx: Any, bn_mode: str = "recalibrate", recal_batches: int = 20, *
 
 
 @lru_cache(maxsize=4)
-def _trained(sampler: str, seed: int, epochs: int, lr: float, accumulate: bool) -> Any:
+def _trained(sampler: str, seed: int, epochs: int, lr: float, accumulate: bool, space: str = "tiny_chain") -> Any:
     opts = {"fair_accumulate": True} if accumulate else {}
-    return train_supernet(sampler, seed, epochs, lr, **opts)
+    return train_supernet(sampler, seed, epochs, lr, space, **opts)
 
 
 def spos_scores(sampler: str = "uniform", seed: int = 0, *, recal: bool = True, epochs: int = DEFAULT_EPOCHS,
-                lr: float = DEFAULT_LR, fair_accumulate: bool = False) -> dict[str, float]:
+                lr: float = DEFAULT_LR, fair_accumulate: bool = False, space: str = "tiny_chain") -> dict[str, float]:
     """Scores of all test-bed paths after SPOS training (the trained supernet is cached per process)."""
-    ctx = _trained(sampler, seed, epochs, lr, fair_accumulate)
+    ctx = _trained(sampler, seed, epochs, lr, fair_accumulate, space)
     return score_all(ctx, bn_mode="recalibrate" if recal else "stored")

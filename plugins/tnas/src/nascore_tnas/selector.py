@@ -370,23 +370,32 @@ class TNASSelector:
         self, ctx: Any, evaluator: Any, final: Architecture, final_score: float | None,
         last_children: list[tuple[Architecture, float]], train: bool, level: int,
     ) -> list[Candidate]:
-        """The chosen architecture first, then its single-op siblings of the last step by score."""
+        """The chosen architecture first, then its single-op siblings of the last step by score.
+
+        The choice is made before this is called; an evaluator with ``report_metrics`` (the NB201
+        table) then adds its report columns (e.g. the test accuracy) to the returned candidates'
+        metrics, for results.json only: scores and order still come from the search metric.
+        """
         singles = [final] + [a for a, _ in last_children
                              if a != final and all(isinstance(o, str) for o in a.ops)]
         first_pass = dict(last_children)
         metrics: list[dict[str, float]] = [{} for _ in singles]
+        report: list[dict[str, float]] = [{} for _ in singles]
         if evaluator is not None:
             metrics = self._score(ctx, evaluator, singles)
             if not train and not getattr(evaluator, "scores_subspaces", False):
                 for a, m in zip(singles, metrics):
                     self.member_cache.setdefault(a, objective(evaluator, m))
+            if callable(getattr(evaluator, "report_metrics", None)):
+                report = evaluator.report_metrics(singles, ctx)
         out = []
-        for k, (a, m) in enumerate(zip(singles, metrics)):
+        for k, (a, m, extra) in enumerate(zip(singles, metrics, report)):
             if train or evaluator is None:
                 score = final_score if (k == 0 and final_score is not None) else first_pass.get(a, math.nan)
                 m = {**m, "tnas_" + self.cfg.metric: score}
             else:
                 score = objective(evaluator, m)
+            m = {**extra, **m}
             c = ctx.candidate(a, float(score), m, origin=f"tnas:level{level}" + ("" if k == 0 else ":sibling"))
             out.append(c)
             ctx.log.metric("candidate", stage=ctx.stage_key, arch=c.arch_str, score=c.score, macs=c.macs,
