@@ -21,7 +21,7 @@ PLUGIN_API: dict[str, tuple[str, ...]] = {
                        "CheckpointError", "DatasetError", "ConstraintError", "TrainingDiverged"),
     "nascore.arch": ("Architecture", "Candidate", "Option", "option_members"),
     "nascore.space": ("SearchSpace", "Decision", "ChoiceLayer", "Supernet", "Zero", "constrained_sample",
-                      "require_space", "clone_module"),
+                      "require_space", "clone_module", "ChainLayout", "HeadFn", "chain_layout_of"),
     "nascore.cost": ("CostTable", "ResourceConstraint", "count_params", "fvcore_macs", "fvcore_macs_many",
                      "fvcore_macs_by_module", "human"),
     "nascore.config": ("Ref", "format_pydantic"),

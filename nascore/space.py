@@ -18,6 +18,12 @@ may rely on):
 * ``snapshot()`` / ``load_snapshot()`` copy all weights (W0 for angles, clones for tree search).
 * ``child(arch, inherit=True)`` builds a standalone module for ``arch`` whose output equals the
   supernet path's on the same input (in eval mode); ``inherit=False`` re-initialises it.
+
+A *chain* supernet (each decision is one layer, run in order) may also define ``chain_layout()``
+returning a :class:`ChainLayout`: the modules ``forward_path`` runs, in order. Evaluators use it to
+compute the layers shared by candidates with a common prefix once (``accuracy``'s
+``share_prefixes``), NEAS to cut an ensemble's trunk. It is optional: without it (cells) everything
+runs paths whole.
 """
 
 from __future__ import annotations
@@ -28,7 +34,7 @@ import math
 import random
 import weakref
 from collections import OrderedDict
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypeVar
 
 import attrs
@@ -313,6 +319,62 @@ class ChoiceLayer(nn.Module):
         if self.mix_weights is None:
             return torch.stack(outs).sum(0) if len(outs) > 1 else outs[0]
         return sum(w * o for w, o in zip(self.mix_weights, outs))
+
+
+HeadFn = Callable[[Sequence[nn.Module], torch.Tensor], torch.Tensor]
+
+
+@attrs.frozen
+class ChainLayout:
+    """The forward order of a chain supernet (what ``Supernet.chain_layout()`` returns).
+
+    ``items`` are ``(module path, decision index)`` in forward order; the index is ``None`` for a
+    fixed module, else the path names the :class:`ChoiceLayer` of that decision. ``head`` are the
+    module paths applied after the last item by ``head_fn(modules, x)`` (pooling and flattening live
+    in ``head_fn``). Every decision appears exactly once, in increasing order, and running
+    ``items`` then ``head_fn`` must be exactly ``forward_path`` (the same ops in the same order: the
+    ``accuracy`` evaluator checks this on its first batch and falls back to whole paths if not).
+    Modules must not modify their input in place (shared activations feed several candidates;
+    the evaluator detects it and falls back).
+    """
+
+    items: tuple[tuple[str, int | None], ...]
+    head: tuple[str, ...]
+    head_fn: HeadFn
+
+    def split_position(self, split: int) -> int:
+        """Index of the first item of the branches when ``split`` layers are shared (NEAS).
+
+        The trunk is every item before the choice layer of decision ``split`` (so fixed modules
+        between two shared layers, or right after the last shared one, stay in the trunk); with
+        every layer shared the trunk is all items and the branches are the heads alone.
+        """
+        for pos, (_, dec) in enumerate(self.items):
+            if dec == split:
+                return pos
+        return len(self.items)
+
+    def check(self, n_decisions: int, where: str) -> "ChainLayout":
+        """``self``, or an error if it does not name every decision once, in order."""
+        decs = [d for _, d in self.items if d is not None]
+        if decs != list(range(n_decisions)):
+            raise NascoreError(
+                f"the chain layout of {where} lists decisions {decs}, expected 0..{n_decisions - 1} in order",
+                hint="chain_layout() must name every choice layer once, in forward order",
+            )
+        return self
+
+
+def chain_layout_of(net: nn.Module) -> "ChainLayout | None":
+    """``net.chain_layout()`` checked against its space, or ``None`` for a non-chain supernet or a child."""
+    own = getattr(net, "chain_layout", None)
+    if not callable(own) or getattr(net, "is_child", False):
+        return None
+    layout = own()
+    if layout is None:
+        return None
+    space = getattr(net, "space", None)
+    return layout.check(len(space.decisions), getattr(space, "name", type(net).__name__)) if space is not None else layout
 
 
 _CANDIDATE_PARAMS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()

@@ -26,7 +26,7 @@ import torch
 from torch import nn
 
 from nascore.errors import ConfigError
-from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet
+from nascore.space import ChainLayout, ChoiceLayer, Decision, SearchSpace, Supernet
 
 SPACE_OPTIONS = "mobilenet space options"
 
@@ -286,3 +286,15 @@ class MobileNetSupernet(Supernet):
             x = layer(x)
         x = self.head(self.pool(self.last_conv(x)))
         return self.classifier(self.dropout(x.flatten(1)))
+
+    def chain_layout(self) -> ChainLayout:
+        """stem → first block → MBConv layers → last conv, pool, head conv, classifier (prefix sharing, NEAS)."""
+        items: list[tuple[str, int | None]] = [("stem", None), ("first_block", None)]
+        items += [(f"layers.{i}", i) for i in range(len(self.layers))]
+        return ChainLayout(tuple(items), ("last_conv", "pool", "head", "dropout", "classifier"), _mobilenet_head)
+
+
+def _mobilenet_head(mods: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    last_conv, pool, head, dropout, classifier = mods
+    x = head(pool(last_conv(x)))
+    return classifier(dropout(x.flatten(1)))

@@ -22,7 +22,7 @@ import torch
 from torch import nn
 
 from nascore.errors import ConfigError
-from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet
+from nascore.space import ChainLayout, ChoiceLayer, Decision, SearchSpace, Supernet
 
 SPACE_OPTIONS = "shufflenet space options"
 
@@ -210,3 +210,14 @@ class ShuffleNetSupernet(Supernet):
             x = layer(x)
         x = self.pool(self.last_conv(x)).flatten(1)
         return self.classifier(self.dropout(x))
+
+    def chain_layout(self) -> ChainLayout:
+        """stem → choice layers → last conv, pool, dropout, classifier (prefix sharing, NEAS)."""
+        items: list[tuple[str, int | None]] = [("stem", None)]
+        items += [(f"layers.{i}", i) for i in range(len(self.layers))]
+        return ChainLayout(tuple(items), ("last_conv", "pool", "dropout", "classifier"), _shufflenet_head)
+
+
+def _shufflenet_head(mods: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    last_conv, pool, dropout, classifier = mods
+    return classifier(dropout(pool(last_conv(x)).flatten(1)))

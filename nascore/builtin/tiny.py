@@ -8,13 +8,13 @@ tests can measure ranking correlation in seconds.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
 from torch import nn
 
-from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet
+from nascore.space import ChainLayout, ChoiceLayer, Decision, SearchSpace, Supernet
 
 
 def conv_bn_relu(cin: int, cout: int, k: int, stride: int = 1, affine: bool = True) -> nn.Sequential:
@@ -89,6 +89,20 @@ class TinyChainSupernet(Supernet):
             x = layer(x)
         x = x.mean((2, 3))
         return self.head(x)
+
+    def chain_layout(self) -> ChainLayout:
+        """stem → layers (``down`` before the second half) → mean pool → linear (prefix sharing, NEAS)."""
+        n = len(self.layers)
+        items: list[tuple[str, int | None]] = [("stem", None)]
+        for i in range(n):
+            if i == n // 2:
+                items.append(("down", None))
+            items.append((f"layers.{i}", i))
+        return ChainLayout(tuple(items), ("head",), _tiny_head)
+
+
+def _tiny_head(mods: Sequence[nn.Module], x: torch.Tensor) -> torch.Tensor:
+    return mods[0](x.mean((2, 3)))
 
 
 MATCHED_OPS = ("conv", "dil", "pool", "lin")
