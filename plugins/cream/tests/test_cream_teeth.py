@@ -142,7 +142,7 @@ def _lookahead_val_loss(engine, net, x, y, xv, yv, lr):
         grads = torch.autograd.grad(l_train, [p for _, p in named], create_graph=True)
         w2 = {n: p - lr * g for (n, p), g in zip(named, grads)}
         net.set_active(STUDENT)
-        return float(F.cross_entropy(torch.func.functional_call(net, w2, (xv,)), yv))
+        return float(F.cross_entropy(torch.func.functional_call(net, w2, (xv,)), yv).detach())
 
 
 def test_paper_meta_step_reads_the_val_split_and_only_it() -> None:
