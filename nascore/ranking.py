@@ -247,13 +247,16 @@ def evaluator_scorer(name: str, options: Mapping[str, Any] | None = None, *, ctx
     """Score with the registered evaluator ``name`` built in the context ``ctx_for_seed(seed)``."""
 
     def fn(gt: GroundTruth, seed: int) -> list[float]:
-        ctx = ctx_for_seed(seed)
-        ev = ctx.registry.get("evaluator", name).build(dict(options or {}), ctx)
-        rows = ev.score(gt.archs, ctx)
-        sign = 1.0 if getattr(ev, "higher_is_better", True) else -1.0
-        return [sign * float(r[ev.metric]) for r in rows]
+        return _score_with(ctx_for_seed(seed), name, dict(options or {}), gt.archs)
 
     return fn
+
+
+def _score_with(ctx: Any, name: str, options: dict[str, Any], archs: Sequence[Architecture]) -> list[float]:
+    """Scores of ``archs`` by evaluator ``name`` built in ``ctx``, signed so that higher = better."""
+    ev = ctx.registry.get("evaluator", name).build(options, ctx)
+    sign = 1.0 if getattr(ev, "higher_is_better", True) else -1.0
+    return [sign * float(r[ev.metric]) for r in ev.score(archs, ctx)]
 
 
 def run_scorer(run_dirs: Sequence[Path], evaluator: str | None = None,
@@ -291,10 +294,7 @@ def run_scorer(run_dirs: Sequence[Path], evaluator: str | None = None,
             raise NascoreError(f"run {labels[seed % len(ctxs)]} searched space {ctx.base_space.name!r}, "
                                f"not the bed's {gt.space.name!r}", hint=f"rank it against its own bed: nascore rank {ctx.base_space.name} --run DIR")
         name, opts = pick(ctx)
-        ev = ctx.registry.get("evaluator", name).build(opts, ctx)
-        rows = ev.score(gt.archs, ctx)
-        sign = 1.0 if getattr(ev, "higher_is_better", True) else -1.0
-        return [sign * float(r[ev.metric]) for r in rows]
+        return _score_with(ctx, name, opts, gt.archs)
 
     return fn, labels
 

@@ -94,15 +94,7 @@ def kendall_tau(xs: Sequence[float], ys: Sequence[float]) -> float:
     pairs = sorted(zip(x, y))
     n0 = n * (n - 1) // 2
     n1 = _count_ties([p[0] for p in pairs])  # ties in x
-    # joint ties: runs of equal (x, y) in the sorted pairs
-    n3, run = 0, 1
-    for a, b in zip(pairs, pairs[1:]):
-        if a == b:
-            run += 1
-        else:
-            n3 += run * (run - 1) // 2
-            run = 1
-    n3 += run * (run - 1) // 2
+    n3 = _count_ties(pairs)  # joint ties: runs of equal (x, y) in the sorted pairs
     sorted_y, swaps = _merge_count([p[1] for p in pairs])  # y ordered by (x, y): inversions = discordant
     n2 = _count_ties(sorted_y)
     denom = math.sqrt((n0 - n1) * (n0 - n2))
