@@ -25,7 +25,7 @@ PLUGIN_API: dict[str, tuple[str, ...]] = {
     "nascore.cost": ("CostTable", "ResourceConstraint", "count_params", "fvcore_macs", "fvcore_macs_many",
                      "fvcore_macs_by_module", "human"),
     "nascore.config": ("Ref", "format_pydantic"),
-    "nascore.data": ("DatasetSpec", "DataBundle"),
+    "nascore.data": ("DatasetSpec", "DataBundle", "Preprocessing"),
     "nascore.io": ("atomic_write", "read_json", "write_json", "write_text", "save_torch", "load_torch"),
     # the role contracts and what a component sees
     "nascore.roles": ("Context", "Trainer", "Evaluator", "Selector", "Distiller", "SearchResult"),
@@ -41,6 +41,7 @@ PLUGIN_API: dict[str, tuple[str, ...]] = {
     # built-in components a plugin may extend or wrap
     "nascore.builtin.accuracy": ("AccuracyConfig", "AccuracyEvaluator"),
     "nascore.builtin.angle": ("AngleConfig", "AngleEvaluator"),
+    "nascore.builtin.spos": ("SposConfig", "SposTrainer", "fair_cycle", "quantile"),
     "nascore.builtin.tiny": ("TinyChainSpace", "TinyChainSupernet"),
     "nascore.builtin.mobilenet": ("MobileNetSpace", "MobileNetSupernet"),
     # running a pipeline from Python (in-memory runs of a plugin's own benchmarks)

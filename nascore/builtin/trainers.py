@@ -1,7 +1,8 @@
-"""Built-in trainer: ``single_path``, uniform single-path training (the generic base).
+"""Built-in trainers: ``single_path``, uniform single-path training (the generic base), and ``spos``
+(SPOS's samplers, :mod:`nascore.builtin.spos`), which several methods' recipes share.
 
-Method plugins register richer trainers (SPOS samplers, Cream's board, …); this one lets the core
-and third-party plugins run a pipeline with nothing else installed.
+Method plugins register richer trainers (Cream's board, …); these let the core and third-party
+plugins run a pipeline with nothing else installed.
 """
 
 from __future__ import annotations
@@ -16,3 +17,7 @@ from nascore.trainer import SupernetTrainer, TrainerConfig
 def register_trainers(register: Any) -> None:
     register("single_path", SupernetTrainer, config=TrainerConfig,
              summary="uniform single-path supernet training (one path per step)")
+    from nascore.builtin.spos import SposConfig, SposTrainer   # lazily: keeps the CLI fast
+
+    register("spos", SposTrainer, config=SposConfig,
+             summary="SPOS single-path training; samplers uniform | flops_binned | fair (FairNAS)")

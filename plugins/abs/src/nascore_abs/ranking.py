@@ -45,13 +45,11 @@ def abs_spos_config(seed: int = 0, *, first_epochs: int = DEFAULT_FIRST_EPOCHS, 
 
 def run_abs_spos(seed: int = 0, **kw: Any) -> Any:
     """Run the pipeline in memory; returns the RunContext (``ctx.space`` is the shrunk space)."""
-    import nascore_spos.plugin as spos_plugin
-
     import nascore_abs.plugin as abs_plugin
     from nascore.registry import build_registry
     from nascore.pipeline.run import open_run, run_pipeline
 
-    reg = build_registry(load_entry_points=False, extra=[(spos_plugin, "spos"), (abs_plugin, "abs")])
+    reg = build_registry(load_entry_points=False, extra=[(abs_plugin, "abs")])
     ctx = open_run(abs_spos_config(seed, **kw), run_dir=None, registry=reg, quiet=True)
     run_pipeline(ctx)
     ctx.stage_key = "rank"

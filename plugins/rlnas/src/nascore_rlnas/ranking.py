@@ -2,7 +2,8 @@
 
 Shared by the ranking tests (Kendall tau against the shipped standalone ground truth,
 ``nascore.groundtruth.testbed``) and ``benchmarks/ranking_rows/angle.py``. Everything is seeded: the same
-arguments give the same scores. The supernet budget matches the SPOS rows (``nascore_spos.ranking``):
+arguments give the same scores. The supernet budget matches the SPOS rows (``nascore_spos.ranking``, same config, built here so that
+nascore-rlnas needs no other plugin):
 10 epochs of mnist5k at batch 64, SPOS code defaults (linear decay from lr 0.1, label smoothing 0.1).
 """
 
@@ -17,20 +18,30 @@ DEFAULT_LR = 0.1
 
 def testbed_config(seed: int = 0, random_labels: bool = False, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
                    space: str = "tiny_chain", **trainer_options: Any) -> dict[str, Any]:
-    """The SPOS test-bed config (uniform sampler) on ``space``, on real or random labels."""
-    from nascore_spos.ranking import tiny_bed_config
-
-    cfg = tiny_bed_config("uniform", seed, epochs, lr, space, **trainer_options)
-    return {**cfg, "name": f"rlnas-testbed-{'random' if random_labels else 'real'}-{seed}",
-            "data": {**cfg["data"], "random_labels": random_labels}}
+    """The SPOS test-bed config (uniform sampler, the core's ``spos`` trainer) on ``space``, on real or random labels."""
+    return {
+        "name": f"rlnas-testbed-{'random' if random_labels else 'real'}-{seed}",
+        "seed": seed,
+        "device": "cpu",
+        "space": {"name": space},
+        "dataset": {"name": "mnist5k"},
+        "data": {"batch_size": 64, "random_labels": random_labels},
+        "stages": [{"kind": "train", "trainer": {"name": "spos", "options": {
+            "sampler": "uniform", "epochs": epochs, "lr": lr, **trainer_options}}}],
+    }
 
 
 def train_supernet(seed: int = 0, random_labels: bool = False, epochs: int = DEFAULT_EPOCHS, lr: float = DEFAULT_LR,
                    space: str = "tiny_chain", **trainer_options: Any) -> Any:
     """Train the supernet in memory (no run folder); returns the RunContext (W0 in ``initial_weights``)."""
-    from nascore_spos.ranking import run_in_memory
+    from nascore.pipeline.run import open_run, run_pipeline
+    from nascore.registry import build_registry
 
-    return run_in_memory(testbed_config(seed, random_labels, epochs, lr, space, **trainer_options))
+    ctx = open_run(testbed_config(seed, random_labels, epochs, lr, space, **trainer_options), run_dir=None,
+                   registry=build_registry(load_entry_points=False), quiet=True)
+    run_pipeline(ctx)
+    ctx.stage_key = "rank"
+    return ctx
 
 
 @lru_cache(maxsize=4)

@@ -1,7 +1,8 @@
-"""Hook implementations of nascore-spos: the ``spos`` trainer and the ``spos`` recipe.
+"""Hook implementations of nascore-spos: the ``spos`` and ``spos-testbed`` recipes.
 
-The evaluator (``accuracy``) and the selectors (``evolution``, ``random``) SPOS uses are generic and
-live in the nascore core; this plugin adds only what is SPOS's own. Nothing heavy is imported here.
+The trainer (``spos``), the evaluator (``accuracy``) and the selectors (``evolution``, ``random``)
+SPOS uses live in the nascore core: other methods' recipes (ABS, Cream, RLNAS) train with the same
+trainer, and every plugin installs alone on top of the core. Nothing heavy is imported here.
 """
 
 from __future__ import annotations
@@ -12,14 +13,6 @@ from typing import Any
 from nascore import hookimpl
 
 RECIPES = Path(__file__).parent / "recipes"
-
-
-@hookimpl
-def register_trainers(register: Any) -> None:
-    from nascore_spos.trainer import SposConfig, SposTrainer
-
-    register("spos", SposTrainer, config=SposConfig,
-             summary="SPOS single-path training; samplers uniform | flops_binned | fair (FairNAS)")
 
 
 @hookimpl
