@@ -140,7 +140,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nascore.pipeline.export import export_one
     from nascore.pipeline.run import resume_run
 
-    ctx = resume_run(Path(args.run_dir), quiet=True)
+    ctx = resume_run(Path(args.run_dir), quiet=True, export_only=True)
     formats = ["json"] + ([args.format] if args.format != "json" else [])
     folder = export_one(ctx, args.arch, formats)
     meta = json.loads((folder / "arch.json").read_text())

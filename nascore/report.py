@@ -2,14 +2,16 @@
 
 Everything is derived from the run folder (``metrics.jsonl``, ``results.json``, ``state.json``,
 ``config.yaml``), so it works for any plugin's run, for a finished run or one still going, and can
-be regenerated at any time.
+be regenerated at any time. Every file is read through the run folder's validated readers: a damaged
+``results.json`` is replaced by what ``state.json`` says (with a warning), damaged log lines are
+skipped (with a warning), and a damaged ``config.yaml`` or ``state.json`` is an error naming the file.
 """
 
 from __future__ import annotations
 
 import base64
 import html
-import json
+import sys
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -17,21 +19,37 @@ from typing import Any
 from nascore.config import SearchStage, TrainStage
 from nascore.cost import human
 from nascore.errors import CheckpointError
-from nascore.io import atomic_write, read_json, write_text
+from nascore.io import atomic_write, write_text
+from nascore.pipeline import metrics as _metrics
+from nascore.pipeline import runfolder
 from nascore.pipeline.stages import iter_stages, stage_name
 
 
 def read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = run_dir / "metrics.jsonl"
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        try:
-            out.append(json.loads(line))
-        except json.JSONDecodeError:  # a line cut by a kill: skip it
-            continue
-    return out
+    """The valid records of ``metrics.jsonl``; lines cut by a kill or damaged are skipped (with a warning)."""
+    return _metrics.read_metrics(Path(run_dir) / "metrics.jsonl")
+
+
+def read_run(run_dir: Path) -> tuple[dict[str, Any], dict[str, Any], dict[str, Any]]:
+    """(config, results, state) of a run folder as the report shows them, each validated.
+
+    A damaged ``config.yaml`` or ``state.json`` is a CheckpointError naming the file (nothing to fall
+    back to); a damaged or missing ``results.json`` is rebuilt from ``state.json`` with a warning.
+    """
+    run_dir = Path(run_dir)
+    config = runfolder.load_run_config(run_dir)
+    saved = runfolder.read_state(run_dir)
+    state = saved[0] if saved is not None else {}
+    try:
+        results = runfolder.read_results(run_dir)
+    except CheckpointError as e:
+        if saved is None:
+            raise
+        print(f"nascore: warning: {str(e).splitlines()[0]}; showing what state.json holds instead", file=sys.stderr)
+        results = None
+    if results is None:
+        results = runfolder.results_from_state(state, config) if saved is not None else {}
+    return config, results, state
 
 
 def pareto_front(points: list[tuple[float, float]]) -> list[int]:
@@ -64,11 +82,12 @@ def _save(fig: Any, path: Path) -> Path:
     return path
 
 
-def make_plots(run_dir: Path) -> list[Path]:
+def make_plots(run_dir: Path, results: dict[str, Any] | None = None) -> list[Path]:
     """Write plots/*.png for whatever the run logged; returns the files written."""
     run_dir = Path(run_dir)
     metrics = read_metrics(run_dir)
-    results = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {}
+    if results is None:
+        results = read_run(run_dir)[1]
     out_dir = run_dir / "plots"
     plt = _plt()
     written: list[Path] = []
@@ -83,7 +102,7 @@ def make_plots(run_dir: Path) -> list[Path]:
         front = pareto_front(list(zip(xs, ys)))
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="C3", ms=4, label="Pareto front")
         chosen = (results.get("candidates") or [None])[0]
-        if chosen:
+        if chosen and isinstance(chosen.get("score"), (int, float)):
             ax.scatter([chosen["macs"]], [chosen["score"]], marker="*", s=220, color="gold", edgecolor="k",
                        zorder=5, label=f"chosen: {chosen['arch'][:40]}")
         from matplotlib.ticker import FuncFormatter
@@ -228,24 +247,30 @@ def _space_plot(run_dir: Path, spaces: list[dict], out_dir: Path) -> Path | None
 
 
 def _config(run_dir: Path) -> dict[str, Any]:
-    import yaml
-
-    path = run_dir / "config.yaml"
-    return yaml.safe_load(path.read_text()) if path.exists() else {}
+    return runfolder.load_run_config(run_dir) if (run_dir / "config.yaml").exists() else {}
 
 
-def _stages(cfg: dict[str, Any]) -> list[tuple[str, Any, str | None]]:
+def _stages(cfg: dict[str, Any], source: str = "config.yaml") -> list[tuple[str, Any, str | None]]:
     """(key, stage, loop key) of each leaf stage of a config dict, as the pipeline runs them."""
-    from pydantic import TypeAdapter
+    from pydantic import TypeAdapter, ValidationError
 
     from nascore.config import Stage
 
-    return list(iter_stages(TypeAdapter(list[Stage]).validate_python(cfg.get("stages", []))))
+    try:
+        return list(iter_stages(TypeAdapter(list[Stage]).validate_python(cfg.get("stages", []))))
+    except ValidationError as e:
+        raise CheckpointError(f"{source}: malformed stages ({runfolder.problems(e)})",
+                              hint="the file is damaged; restore it or start a new run") from None
 
 
 def stage_names(cfg: dict[str, Any]) -> dict[str, str]:
     """Stage key (as in state.json's timings) -> readable name, loops unrolled like the pipeline does."""
     return {key: stage_name(st) for key, st, _ in _stages(cfg)}
+
+
+def _g(v: Any) -> str:
+    """A score as the tables show it (``nan`` for a non-finite one, stored as null)."""
+    return f"{v:.4g}" if isinstance(v, (int, float)) else "nan"
 
 
 def _img(path: Path) -> str:
@@ -262,18 +287,20 @@ def write_report(run_dir: Path) -> Path:
     run_dir = Path(run_dir)
     if not (run_dir / "config.yaml").exists():
         raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)")
-    core = make_plots(run_dir)
+    config, results, state = read_run(run_dir)
+    stage_rows = _stages(config, str(run_dir / "config.yaml"))
+    core = make_plots(run_dir, results)
     # then whatever plugins drew into plots/ (NSE's per-round fronts, ...), by name
     plots = core + sorted(set((run_dir / "plots").glob("*.png")) - set(core)) if (run_dir / "plots").exists() else core
-    results = read_json(run_dir / "results.json") if (run_dir / "results.json").exists() else {}
-    state = read_json(run_dir / "state.json") if (run_dir / "state.json").exists() else {}
-    config_text = (run_dir / "config.yaml").read_text()
+    from nascore.io import read_text_verified
+
+    config_text = read_text_verified(run_dir / "config.yaml")
     rows = []
     for i, c in enumerate(results.get("candidates", [])):
-        r = c.get("retrain", {})
-        acc = f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "–"
+        r = c.get("retrain") or {}
+        acc = f"{100 * r['test_acc']:.2f}%" if isinstance(r.get("test_acc"), (int, float)) else "–"
         rows.append(
-            f"<tr><td>{i}</td><td class=arch>{html.escape(c['arch'])}</td><td>{c['score']:.4g}</td>"
+            f"<tr><td>{i}</td><td class=arch>{html.escape(c['arch'])}</td><td>{_g(c['score'])}</td>"
             f"<td>{human(c['macs'])}</td><td>{human(c['params'])}</td><td>{acc}</td><td>{html.escape(c.get('origin', ''))}</td></tr>"
         )
     times, loops_done = state.get("timings", {}), state.get("loop_done", {})
@@ -284,7 +311,7 @@ def write_report(run_dir: Path) -> Path:
         return "skipped (loop ended early)" if loop_key is not None and loops_done.get(loop_key) else "pending"
 
     timings = "".join(f"<tr><td>{html.escape(k)}</td><td>{html.escape(stage_name(st))}</td><td>{when(k, loop)}</td></tr>"
-                      for k, st, loop in _stages(_config(run_dir)))
+                      for k, st, loop in stage_rows)
     chosen = results.get("candidates", [{}])[0] if results.get("candidates") else {}
     page = f"""<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>nascore run {html.escape(str(results.get('run', run_dir.name)))}</title>
@@ -301,7 +328,7 @@ pre {{ background: #f7f7f7; padding: 1rem; overflow-x: auto; font-size: .8rem; }
 <p>space <b>{html.escape(str(results.get('space', '')))}</b> · dataset <b>{html.escape(str(results.get('dataset', '')))}</b> ·
 constraint {html.escape(str(results.get('constraint', '')))} · MACs and params counted by fvcore (one multiply-add = 1)</p>
 <p class="chosen" id="chosen">Chosen architecture: <code>{html.escape(chosen.get('arch', '(none yet)'))}</code>
-{f"— score {chosen['score']:.4g}, {human(chosen['macs'])} MACs, {human(chosen['params'])} params" if chosen else ''}</p>
+{f"— score {_g(chosen['score'])}, {human(chosen['macs'])} MACs, {human(chosen['params'])} params" if chosen else ''}</p>
 <h2>Candidates</h2>
 <table><tr><th>#</th><th>architecture</th><th>score</th><th>MACs</th><th>params</th><th>retrained acc</th><th>origin</th></tr>
 {''.join(rows)}</table>
@@ -330,10 +357,8 @@ def compare(run_dirs: list[Path]) -> str:
         if not (d / "config.yaml").exists():
             raise CheckpointError(f"{d} is not a run folder (no config.yaml)",
                                   hint="pass folders that `nascore run` wrote, e.g. runs/spos")
-        cfg = _config(d)
-        results = read_json(d / "results.json") if (d / "results.json").exists() else {}
-        state = read_json(d / "state.json") if (d / "state.json").exists() else {}
-        stages, times = {k: st for k, st, _ in _stages(cfg)}, state.get("timings", {})
+        cfg, results, state = read_run(d)
+        stages, times = {k: st for k, st, _ in _stages(cfg, str(d / "config.yaml"))}, state.get("timings", {})
         trainers = [st.trainer.name for st in stages.values() if isinstance(st, TrainStage)]
         selectors = [st.selector.name for st in stages.values() if isinstance(st, SearchStage)]
         method = "+".join(dict.fromkeys(trainers + selectors)) or "-"
@@ -342,10 +367,10 @@ def compare(run_dirs: list[Path]) -> str:
             return f"{sum(t for k, t in times.items() if isinstance(stages.get(k), kind)):.0f} s"
 
         best = (results.get("candidates") or [None])[0]
-        r = (best or {}).get("retrain", {})
+        r = (best or {}).get("retrain") or {}
         rows.append((
-            d.name, method, best["arch"] if best else "-", f"{best['score']:.4g}" if best else "-",
-            f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-",
+            d.name, method, best["arch"] if best else "-", _g(best["score"]) if best else "-",
+            f"{100 * r['test_acc']:.2f}%" if isinstance(r.get("test_acc"), (int, float)) else "-",
             human(best["macs"]) if best else "-", human(best["params"]) if best else "-",
             spent(TrainStage), spent(SearchStage), f"{sum(times.values()):.0f} s",
         ))
@@ -360,8 +385,8 @@ def summary_table(ctx: Any, top: int = 5) -> str:
     retrain = ctx.state.get("retrain", {})
     rows = [("#", "architecture", "score", "MACs", "params", "retrained acc", "origin")]
     for i, c in enumerate(ctx.candidates[:top]):
-        r = retrain.get(c.arch_str, {})
-        acc = f"{100 * r['test_acc']:.2f}%" if "test_acc" in r else "-"
+        r = retrain.get(c.arch_str) or {}
+        acc = f"{100 * r['test_acc']:.2f}%" if isinstance(r.get("test_acc"), (int, float)) else "-"
         rows.append((str(i), c.arch_str, f"{c.score:.4g}", human(c.macs), human(c.params), acc, c.origin))
     widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]

@@ -16,6 +16,7 @@ from typing import Any
 
 from nascore.arch import Candidate
 from nascore.config import ExportStage, RetrainStage, SearchStage, TrainStage, resolved_dict, validate
+from nascore.errors import CheckpointError
 from nascore.pipeline import runfolder, tensorboard
 from nascore.pipeline.context import RunContext
 from nascore.pipeline.distributed import DistInfo
@@ -68,11 +69,12 @@ def open_run(
 ) -> RunContext:
     """Validate ``data`` and build the context (and run folder) for a new or resumed run."""
     registry = registry or get_registry()
+    if run_dir is not None and not resume:  # a folder of another run is refused before anything is written
+        runfolder.check_free(run_dir, overwrite)
     cfg, options = validate(data, registry, source=source, tensorboard_available=tensorboard.available)
     if run_dir is not None and not resume and DistInfo().is_main:
+        # ``overwrite``: everything of the previous run is deleted first, so nothing of it leaks into this one
         runfolder.prepare_run_dir(run_dir, resolved_dict(cfg, options), overwrite=overwrite)
-        if overwrite:  # nothing of the previous run may leak into this one
-            runfolder.clear_previous_run(run_dir)
     ctx = RunContext(cfg, options, registry, run_dir, smoke=smoke, quiet=quiet)
     if run_dir is not None:
         if resume:
@@ -84,8 +86,30 @@ def open_run(
     return ctx
 
 
-def resume_run(run_dir: Path, *, quiet: bool = False, registry: Registry | None = None) -> RunContext:
-    """The context of the run in ``run_dir``, restored from its files, ready for :func:`run_pipeline`."""
+def resume_run(run_dir: Path, *, quiet: bool = False, registry: Registry | None = None,
+               export_only: bool = False) -> RunContext:
+    """The context of the run in ``run_dir``, restored from its files, ready for :func:`run_pipeline`.
+
+    Only the run's own resume opens its folder this way. It checks the folder is writable and removes
+    the temporary files of killed writes; every file read is digest-checked and validated (damage is
+    a CheckpointError naming the file). A damaged or missing ``results.json`` of a run whose
+    ``state.json`` is sound is rebuilt from it. ``export_only`` (``nascore export``): no TensorBoard
+    event files are written, since nothing is trained.
+    """
     data = runfolder.load_run_config(run_dir)
-    return open_run(data, run_dir=run_dir, registry=registry, quiet=quiet, resume=True,
-                    smoke=runfolder.was_smoke(run_dir), source=str(run_dir / "config.yaml"))
+    runfolder.open_for_resume(run_dir)
+    smoke = runfolder.was_smoke(run_dir)  # reads (and validates) state.json before anything is built
+    if export_only:
+        data = {**data, "tensorboard": False}
+    ctx = open_run(data, run_dir=run_dir, registry=registry, quiet=quiet, resume=True, smoke=smoke,
+                   source=str(run_dir / "config.yaml"))
+    if ctx.dist.is_main and ctx.state.get("completed"):
+        try:
+            runfolder.read_results(run_dir)
+            damaged = None if (run_dir / "results.json").exists() else "missing"
+        except CheckpointError as e:
+            damaged = str(e).splitlines()[0]
+        if damaged is not None:
+            ctx.write_results()
+            print(f"nascore: warning: results.json {damaged}; rebuilt it from state.json", file=sys.stderr)
+    return ctx

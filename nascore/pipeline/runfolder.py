@@ -11,13 +11,17 @@ Run folder::
     export/         standalone models (state dict + arch JSON, TorchScript, ONNX)
     retrain/        retrained children
 
-Every file goes through :mod:`nascore.io` (atomic writes; checkpoints read with
-``torch.load(weights_only=True)``), so a kill at any moment leaves the old version or the new one,
-and nothing in a run folder is executed. Only rank 0 writes.
+Every file goes through :mod:`nascore.io` (atomic writes with an embedded content digest;
+checkpoints read with ``torch.load(weights_only=True)``), so a kill at any moment leaves the old
+version or the new one, damage is detected on read, and nothing in a run folder is executed. Every
+JSON file is validated on read against the models below and an error names the file and the field.
+A folder belongs to one run: only that run's own resume writes to it (``--overwrite`` clears it
+first). Only rank 0 writes. What is guaranteed is listed in docs/concepts.md ("Run folders").
 """
 
 from __future__ import annotations
 
+import math
 import shutil
 import sys
 from pathlib import Path
@@ -25,19 +29,98 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 import yaml
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nascore._version import __version__
-from nascore.arch import Candidate
+from nascore.arch import Architecture, Candidate
 from nascore.errors import CheckpointError, NascoreError
-from nascore.io import load_torch, read_json, save_torch, write_json, write_text
+from nascore.io import clean_temp_files, load_torch, read_json, read_text_verified, save_torch, write_json, write_yaml_text
 
 if TYPE_CHECKING:
     from nascore.roles import Context, MetricsLogger
 
 STATE_VERSION = 1
 
-RUN_FILES = ("state.json", "results.json", "metrics.jsonl", "splits.json", "report.html")
+RUN_FILES = ("config.yaml", "state.json", "results.json", "metrics.jsonl", "splits.json", "report.html")
 RUN_FOLDERS = ("checkpoints", "export", "retrain", "plots")
+
+
+# -- what the JSON files hold (validated on every read) ------------------------------------------
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="allow")  # plugins keep their own keys; only what nascore reads is checked
+
+
+class CandidateRecord(_Record):
+    """One candidate as ``state.json`` and ``results.json`` hold it (``null`` score: non-finite)."""
+
+    arch: str
+    ops: list[str | list[str]]
+    score: float | None
+    macs: int
+    params: int
+    metrics: dict[str, Any] = {}
+    origin: str = ""
+
+    def candidate(self) -> Candidate:
+        return Candidate(arch=Architecture.from_json(self.ops), arch_str=self.arch,
+                         score=math.nan if self.score is None else float(self.score), macs=self.macs,
+                         params=self.params, metrics=dict(self.metrics), origin=self.origin)
+
+
+class RetrainRecord(_Record):
+    test_acc: float | None = None
+    test_loss: float | None = None
+
+
+class StateFile(_Record):
+    """``state.json``."""
+
+    version: int = STATE_VERSION
+    completed: list[str] = []
+    candidates: list[CandidateRecord] = []
+    loop_done: dict[str, bool] = {}
+    space_allowed: list[list[str]] | None = None
+    timings: dict[str, float] = {}
+    retrain: dict[str, RetrainRecord] = {}
+    smoke: bool = False
+
+
+class ResultCandidate(CandidateRecord):
+    retrain: RetrainRecord | None = None
+
+
+class ResultsFile(_Record):
+    """``results.json``."""
+
+    run: str | None = None
+    space: str | None = None
+    dataset: str | None = None
+    constraint: str | None = None
+    input_shape: list[int] = []
+    candidates: list[ResultCandidate] = []
+    timings: dict[str, float] = {}
+
+
+def problems(e: ValidationError, limit: int = 4) -> str:
+    """``field.path: message`` for the first few errors of a pydantic ValidationError."""
+    items = []
+    for err in e.errors()[:limit]:
+        loc = ".".join(str(p) for p in err["loc"]) or "(top level)"
+        items.append(f"{loc}: {err['msg']}")
+    more = len(e.errors()) - limit
+    return "; ".join(items) + (f"; and {more} more" if more > 0 else "")
+
+
+def validated(path: Path, data: Any, model: type[BaseModel]) -> Any:
+    """``data`` (read from ``path``) checked against ``model``; a CheckpointError names file and field."""
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: expected a JSON object, got {type(data).__name__}",
+                              hint="the file is damaged; restore it or start a new run")
+    try:
+        return model.model_validate(data)
+    except ValidationError as e:
+        raise CheckpointError(f"{path}: malformed ({problems(e)})",
+                              hint="the file is damaged; restore it or start a new run") from None
 
 
 def new_state() -> dict[str, Any]:
@@ -85,13 +168,43 @@ class Checkpoints:
 
 
 # -- creating and reading a folder ------------------------------------------------------------
-def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool = False) -> None:
-    """Create the run folder and write the resolved config; refuse to clobber another run."""
-    if (run_dir / "state.json").exists() and not overwrite:
+def run_traces(run_dir: Path) -> list[str]:
+    """What a run has left in ``run_dir`` that a new run would destroy (empty: the folder is free).
+
+    A folder holding only a ``config.yaml`` (and an empty log) is one whose run failed before its
+    first stage: it did no work, and a new run may take it.
+    """
+    if not run_dir.is_dir():
+        return []
+    found = [f for f in ("state.json", "results.json", "splits.json") if (run_dir / f).exists()]
+    metrics = run_dir / "metrics.jsonl"
+    if metrics.is_file() and metrics.stat().st_size > 0:
+        found.append("metrics.jsonl")
+    for sub in ("checkpoints", "retrain", "export"):
+        if (run_dir / sub).is_dir() and any((run_dir / sub).iterdir()):
+            found.append(f"{sub}/")
+    return found
+
+
+def check_free(run_dir: Path, overwrite: bool = False) -> None:
+    """Refuse (before anything is written) to start a run in a folder that holds another run."""
+    traces = run_traces(run_dir)
+    if traces and not overwrite:
         raise NascoreError(
-            f"{run_dir} already holds a run",
-            hint=f"continue it with `nascore resume {run_dir}`, or pass --out to choose a new folder (or --overwrite)",
+            f"{run_dir} already holds a run ({', '.join(traces)}); nothing was written",
+            hint=f"continue it with `nascore resume {run_dir}`, choose another --out, "
+                 "or pass --overwrite to delete that run and start this one there",
         )
+
+
+def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool = False) -> None:
+    """Create the run folder and write the resolved config; refuse to clobber another run.
+
+    ``overwrite`` deletes everything the previous run left first, so nothing of it leaks into this one.
+    """
+    check_free(run_dir, overwrite)
+    if overwrite:
+        clear_previous_run(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -99,32 +212,63 @@ def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool = F
         probe.unlink()
     except OSError as e:
         raise NascoreError(f"cannot write to run folder {run_dir}: {e.strerror}", hint="choose a writable --out folder") from None
-    write_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    write_yaml_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
 
 
 def clear_previous_run(run_dir: Path) -> None:
-    """``--overwrite``: remove everything a previous run left, so nothing of it leaks into this one."""
+    """``--overwrite``: remove everything a previous run left, so nothing of it leaks into this one.
+
+    Only nascore's own files go; anything else in the folder stays.
+    """
+    if not run_dir.is_dir():
+        return
     for f in RUN_FILES:
         (run_dir / f).unlink(missing_ok=True)
     for sub in RUN_FOLDERS:
         shutil.rmtree(run_dir / sub, ignore_errors=True)
     for f in run_dir.glob("events.out.tfevents.*"):
         f.unlink(missing_ok=True)
+    clean_temp_files(run_dir)
+
+
+def open_for_resume(run_dir: Path) -> None:
+    """Before a resume writes: the folder must be writable; temp files of killed writes are removed."""
+    probe = run_dir / ".write-test"
+    try:
+        probe.write_bytes(b"ok")
+        probe.unlink()
+    except OSError as e:
+        raise NascoreError(f"cannot write to run folder {run_dir}: {e.strerror or e}",
+                           hint="resume needs a writable folder; copy the run folder somewhere writable") from None
+    for p in clean_temp_files(run_dir):
+        print(f"nascore: removed {p} (left by a killed write)", file=sys.stderr)
 
 
 def load_run_config(run_dir: Path) -> dict[str, Any]:
-    from nascore.config import load_yaml
-
-    if not (run_dir / "config.yaml").exists():
+    """``config.yaml`` of a run folder, digest-checked and parsed; damage is a CheckpointError."""
+    path = run_dir / "config.yaml"
+    if not path.exists():
         raise CheckpointError(f"{run_dir} is not a run folder (no config.yaml)", hint="pass the folder `nascore run` wrote")
-    return load_yaml(run_dir / "config.yaml")
+    if path.is_dir():
+        raise CheckpointError(f"{path} is a folder, not the run's config", hint="pass the folder `nascore run` wrote")
+    text = read_text_verified(path)
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 2}" if mark else ""
+        raise CheckpointError(f"{path}{where}: not valid YAML ({getattr(e, 'problem', None) or type(e).__name__})",
+                              hint="the file is truncated or corrupted; restore it or start a new run") from None
+    if not isinstance(data, dict):
+        raise CheckpointError(f"{path}: a run config is a mapping, got {type(data).__name__}",
+                              hint="the file is truncated or corrupted; restore it or start a new run")
+    return data
 
 
 def was_smoke(run_dir: Path) -> bool:
     """Whether the run in ``run_dir`` was started with ``--smoke`` (its resume keeps the budget)."""
-    if (run_dir / "state.json").exists():
-        return bool(read_json(run_dir / "state.json").get("smoke", False))
-    return False
+    saved = read_state(run_dir)
+    return bool(saved[0].get("smoke", False)) if saved is not None else False
 
 
 def write_splits(run_dir: Path, seed: int, splits: dict[str, Any]) -> None:
@@ -139,8 +283,17 @@ def w0_path(run_dir: Path | None) -> Path | None:
 def load_w0(run_dir: Path | None) -> dict[str, torch.Tensor] | None:
     path = w0_path(run_dir)
     if path is not None and path.exists():
-        return load_torch(path)["supernet"]
+        return weights_of(load_torch(path), path)
     return None
+
+
+def weights_of(saved: Any, path: Path, key: str = "supernet") -> dict[str, torch.Tensor]:
+    """``saved[key]`` of a checkpoint, checked to be a state dict (a CheckpointError naming the file)."""
+    weights = saved.get(key) if isinstance(saved, dict) else None
+    if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):
+        raise CheckpointError(f"{path}: not a nascore checkpoint (no {key!r} state dict)",
+                              hint="the file was replaced or damaged; restore it or start a new run")
+    return weights
 
 
 def save_w0(run_dir: Path | None, weights: dict[str, torch.Tensor]) -> None:
@@ -168,12 +321,36 @@ def write_state(ctx: Context) -> None:
 
 
 def read_state(run_dir: Path) -> tuple[dict[str, Any], list[Candidate]] | None:
-    """``state.json`` and its candidates, or None when no stage has finished yet."""
+    """``state.json`` (validated) and its candidates, or None when no stage has finished yet."""
     path = run_dir / "state.json"
     if not path.exists():
         return None
     state = read_json(path)
-    return state, [Candidate.from_json(c) for c in state.get("candidates", [])]
+    model = validated(path, state, StateFile)
+    return state, [c.candidate() for c in model.candidates]
+
+
+def read_results(run_dir: Path) -> dict[str, Any] | None:
+    """``results.json`` (validated), or None when there is none yet; damage is a CheckpointError."""
+    path = run_dir / "results.json"
+    if not path.exists():
+        return None
+    data = read_json(path)
+    validated(path, data, ResultsFile)
+    return data
+
+
+def results_from_state(state: dict[str, Any], config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What results.json says, rebuilt from state.json alone (for a damaged results.json)."""
+    retrain = state.get("retrain", {})
+    cfg = config or {}
+    return {
+        "run": cfg.get("name"), "space": (cfg.get("space") or {}).get("name"),
+        "dataset": (cfg.get("dataset") or {}).get("name"),
+        "candidates": [{**c, **({"retrain": retrain[c["arch"]]} if c.get("arch") in retrain else {})}
+                       for c in state.get("candidates", [])],
+        "timings": state.get("timings", {}),
+    }
 
 
 def write_results(ctx: Context) -> None:
