@@ -281,6 +281,89 @@ def cmd_cost(args: argparse.Namespace) -> int:
     return 0
 
 
+def _tqdm_progress(desc: str, quiet: bool) -> Any:
+    """A ``progress(done, total, what)`` callback drawing a tqdm bar on stderr."""
+    from tqdm.auto import tqdm
+
+    bar: dict[str, Any] = {}
+
+    def progress(done: int, total: int, what: str) -> None:
+        if quiet:
+            return
+        if "bar" not in bar:
+            bar["bar"] = tqdm(total=total, desc=desc, file=sys.stderr, mininterval=1.0, dynamic_ncols=True)
+        b = bar["bar"]
+        b.set_postfix_str(what[:40], refresh=False)
+        b.update(done - b.n)
+        if done >= total:
+            b.close()
+
+    return progress
+
+
+def cmd_lut_build(args: argparse.Namespace) -> int:
+    """``nascore lut build SPACE``: time every block of SPACE here and write the table file."""
+    import torch
+    from pydantic import ValidationError
+
+    from nascore import latency
+    from nascore.config import apply_overrides, format_pydantic
+    from nascore.errors import ConfigError
+
+    torch.set_num_threads(args.threads)
+    comp = _registry().get("space", args.space)
+    try:
+        resolved = comp.config.model_validate(apply_overrides({}, args.option or [])).model_dump(mode="json")
+    except ValidationError as e:
+        raise ConfigError(format_pydantic(e, prefix="--option"), source="--option") from None
+    space = _space(args.space, args.option, args.input)
+    table = latency.build_table(
+        space, space_name=args.space, space_options=resolved, backend=args.backend, batch=args.batch,
+        threads=args.threads, warmup=args.warmup, repeats=args.repeats, references=args.references,
+        device=args.device, progress=_tqdm_progress(f"lut {args.space}", args.quiet))
+    out = Path(args.out or f"luts/{args.space}-{args.backend}-b{args.batch}-t{args.threads}.json")
+    table.save(out)
+    m = table.meta
+    print(f"wrote {out}: {sum(len(b) for b in table.blocks)} blocks + fixed part, {table.describe()}")
+    print(f"  fixed part {table.fixed_ms:.4f} ms (median over {len(m['fixed_references'])} reference children); "
+          f"built in {m['build_seconds']:.1f} s")
+    return 0
+
+
+def cmd_lut_check(args: argparse.Namespace) -> int:
+    """``nascore lut check TABLE``: measure random children end to end against the table."""
+    import torch
+
+    from nascore import latency
+    from nascore.io import write_json
+
+    table = latency.LatencyTable.load(args.table)
+    m = table.meta
+    torch.set_num_threads(int(m["threads"]))
+    opts = [f"{k}={json.dumps(v)}" for k, v in m["space"].get("options", {}).items()]
+    space = _space(m["space"]["name"], opts, "x".join(map(str, m["input_shape"])))
+    result = latency.check(space, table, n=args.n, seed=args.seed, folds=args.folds,
+                           progress=_tqdm_progress(f"lut check {m['space']['name']}", args.quiet))
+    result["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
+    result["command"] = "nascore " + " ".join(sys.argv[1:]) if sys.argv else ""
+    out = Path(args.out or Path(args.table).with_suffix(""))
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "check.json", result)
+    latency.plot_check(result, out / "check.png")
+    print(f"{table.describe()}\n{result['n']} random children measured end to end "
+          f"({m['backend']}, batch {m['batch']}, {m['threads']} thread(s)); fitted models scored out of fold "
+          f"({result['folds']} folds); load average {', '.join(f'{v:.2f}' for v in result['load_average'] or [])}")
+    print(latency.check_table_text(result))
+    print(f"wrote {out / 'check.json'} and {out / 'check.png'}")
+    if args.calibrate and result["calibration"]:
+        cal = result["calibration"]
+        calibrated = latency.LatencyTable.from_json({**table.to_json(), "calibration": cal}, source=str(args.table))
+        calibrated.save(args.table)
+        print(f"calibrated {args.table}: predicted = {cal['scale']:.4f} × Σ blocks + {cal['offset']:.4f} ms "
+              f"({cal['model']}, fitted on {cal['fitted_on']} children)")
+    return 0
+
+
 def cmd_recipes(args: argparse.Namespace) -> int:
     reg = _registry()
     for name in reg.names("recipe"):
@@ -431,6 +514,35 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--check", action="store_true", help="also count with fvcore on the built child; exit 1 if they differ")
     r.add_argument("--option", action="append", metavar="KEY=VALUE")
     r.set_defaults(fn=cmd_cost)
+
+    r = sub.add_parser("lut", help="measured latency tables: build one for a space here, check it end to end",
+                       description="Latency lookup tables (docs/latency.md).")
+    lsub = r.add_subparsers(dest="lut_cmd", metavar="ACTION")
+    b = lsub.add_parser("build", help="time every (decision, option) block of SPACE on this machine")
+    b.add_argument("space")
+    b.add_argument("--option", action="append", metavar="KEY=VALUE", help="space option, e.g. width=16")
+    b.add_argument("--input", default=None, help="input shape CxHxW (default: the space's), e.g. 3x32x32")
+    b.add_argument("--backend", default="torchscript", choices=["eager", "torchscript", "onnxruntime"])
+    b.add_argument("--batch", type=int, default=1)
+    b.add_argument("--threads", type=int, default=1, help="pinned thread count (torch and onnxruntime)")
+    b.add_argument("--warmup", type=int, default=10)
+    b.add_argument("--repeats", type=int, default=30, help="timed samples per block (the median is kept)")
+    b.add_argument("--references", type=int, default=3, help="children timed whole for the fixed part")
+    b.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
+    b.add_argument("--out", default=None, help="table file (default luts/SPACE-BACKEND-bBATCH-tTHREADS.json)")
+    b.add_argument("--quiet", action="store_true")
+    b.set_defaults(fn=cmd_lut_build)
+    c = lsub.add_parser("check", help="measure random children end to end; predicted vs measured per model")
+    c.add_argument("table")
+    c.add_argument("-n", type=int, default=40, help="random children to measure")
+    c.add_argument("--seed", type=int, default=0)
+    c.add_argument("--folds", type=int, default=5, help="cross-validation folds for the fitted models")
+    c.add_argument("--out", default=None, help="folder for check.json and check.png (default: next to the table)")
+    c.add_argument("--calibrate", action="store_true",
+                   help="write the fitted additive calibration into the table (runs then predict with it)")
+    c.add_argument("--quiet", action="store_true")
+    c.set_defaults(fn=cmd_lut_check)
+    r.set_defaults(fn=lambda a: (r.print_help(), 0)[1])
     return p
 
 

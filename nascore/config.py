@@ -64,13 +64,20 @@ class ConstraintConfig(BaseModel):
     macs_max: float | None = Field(None, gt=0)
     params_min: float | None = Field(None, ge=0)
     params_max: float | None = Field(None, gt=0)
+    latency_ms_min: float | None = Field(None, ge=0, description="predicted latency lower bound (ms; needs latency_table)")
+    latency_ms_max: float | None = Field(None, gt=0, description="predicted latency upper bound (ms; needs latency_table)")
+    latency_table: str | None = Field(None, description="latency table from `nascore lut build` (predicted latency "
+                                      "in results, report and compare; required by the latency bounds)")
 
     @model_validator(mode="after")
     def _ranges(self) -> "ConstraintConfig":
-        for lo, hi in (("macs_min", "macs_max"), ("params_min", "params_max")):
+        for lo, hi in (("macs_min", "macs_max"), ("params_min", "params_max"), ("latency_ms_min", "latency_ms_max")):
             a, b = getattr(self, lo), getattr(self, hi)
             if a is not None and b is not None and a > b:
                 raise ValueError(f"{lo} ({a:g}) is larger than {hi} ({b:g})")
+        if (self.latency_ms_min is not None or self.latency_ms_max is not None) and not self.latency_table:
+            raise ValueError("latency_ms_min/latency_ms_max need latency_table: the path of a table from "
+                             "`nascore lut build SPACE`")
         return self
 
 

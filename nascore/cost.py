@@ -116,6 +116,33 @@ class CostTable:
     fixed_params: int
     macs_table: tuple[dict, ...]
     params_table: tuple[dict, ...]
+    # Predicted latency (ms) per option and fixed part, when a run attaches a measured latency
+    # table (nascore.latency.LatencyTable.attach); None otherwise.
+    latency_fixed_ms: float | None = None
+    latency_ms_table: tuple[dict, ...] | None = None
+
+    @property
+    def has_latency(self) -> bool:
+        return self.latency_ms_table is not None
+
+    def latency_ms(self, arch: Architecture) -> float | None:
+        """Predicted latency of ``arch`` in ms (None without a latency table)."""
+        if self.latency_ms_table is None:
+            return None
+        total = float(self.latency_fixed_ms or 0.0)
+        for table, opt in zip(self.latency_ms_table, arch.ops):
+            total += sum(table[o] for o in option_members(opt))
+        return total
+
+    def latency_bounds(self, allowed: Sequence[Sequence[str]] | None = None) -> tuple[float, float] | None:
+        """(min, max) predicted latency over single-op choices (None without a latency table)."""
+        if self.latency_ms_table is None:
+            return None
+        allowed = allowed or [tuple(t) for t in self.latency_ms_table]
+        base = float(self.latency_fixed_ms or 0.0)
+        lo = base + sum(min(t[o] for o in a) for t, a in zip(self.latency_ms_table, allowed))
+        hi = base + sum(max(t[o] for o in a) for t, a in zip(self.latency_ms_table, allowed))
+        return lo, hi
 
     def macs(self, arch: Architecture) -> int:
         total = self.fixed_macs
@@ -164,6 +191,9 @@ class CostTable:
             "macs": [dict(t) for t in self.macs_table],
             "params": [dict(t) for t in self.params_table],
         }
+        if self.latency_ms_table is not None:
+            out["latency_ms"] = {"fixed": self.latency_fixed_ms, "options": [dict(t) for t in self.latency_ms_table]}
+        return out
 
     @classmethod
     def build(cls, space: Any, input_shape: Sequence[int]) -> "CostTable":
@@ -242,21 +272,30 @@ def check_table(space: Any, archs: Iterable[Architecture], input_shape: Sequence
 
 @attrs.frozen
 class ResourceConstraint:
-    """Upper bounds and ranges on MACs and params (``None`` = unbounded).
+    """Upper bounds and ranges on MACs, params and predicted latency (``None`` = unbounded).
 
     Checked against the cost table only, so a selector can test thousands of candidates a second.
+    Latency bounds (ms) need the run's cost table to carry a measured latency table
+    (``constraint.latency_table``; see :mod:`nascore.latency`).
     """
 
     macs_min: float | None = None
     macs_max: float | None = None
     params_min: float | None = None
     params_max: float | None = None
+    latency_ms_min: float | None = None
+    latency_ms_max: float | None = None
 
     @property
     def unbounded(self) -> bool:
-        return all(v is None for v in (self.macs_min, self.macs_max, self.params_min, self.params_max))
+        return all(v is None for v in (self.macs_min, self.macs_max, self.params_min, self.params_max,
+                                       self.latency_ms_min, self.latency_ms_max))
 
-    def admits(self, macs: int, params: int) -> bool:
+    @property
+    def bounds_latency(self) -> bool:
+        return self.latency_ms_min is not None or self.latency_ms_max is not None
+
+    def admits(self, macs: int, params: int, latency_ms: float | None = None) -> bool:
         if self.macs_min is not None and macs < self.macs_min:
             return False
         if self.macs_max is not None and macs > self.macs_max:
@@ -265,7 +304,30 @@ class ResourceConstraint:
             return False
         if self.params_max is not None and params > self.params_max:
             return False
+        if self.bounds_latency:
+            if latency_ms is None:
+                raise ConstraintError("the constraint bounds latency but no predicted latency was given",
+                                      hint="set constraint.latency_table to a table from `nascore lut build`")
+            if self.latency_ms_min is not None and latency_ms < self.latency_ms_min:
+                return False
+            if self.latency_ms_max is not None and latency_ms > self.latency_ms_max:
+                return False
         return True
+
+    def admits_arch(self, table: Any, arch: Architecture) -> bool:
+        """Does ``arch`` satisfy every bound, by ``table`` (MACs, params and, if bounded, latency)?"""
+        macs, params = table.cost(arch)
+        lat = self._latency_of(table, arch) if self.bounds_latency else None
+        return self.admits(macs, params, lat)
+
+    @staticmethod
+    def _latency_of(table: Any, arch: Architecture) -> float:
+        fn = getattr(table, "latency_ms", None)
+        lat = fn(arch) if fn is not None else None
+        if lat is None:
+            raise ConstraintError("the constraint bounds latency but the run has no latency table",
+                                  hint="set constraint.latency_table to a table from `nascore lut build SPACE`")
+        return lat
 
     def describe(self) -> str:
         parts = []
@@ -276,10 +338,18 @@ class ResourceConstraint:
                 parts.append(f"{label} ≤ {_fmt(hi)}")
             elif lo is not None:
                 parts.append(f"{label} ≥ {_fmt(lo)}")
+        lo, hi = self.latency_ms_min, self.latency_ms_max
+        if lo is not None and hi is not None:
+            parts.append(f"{lo:g} ms ≤ latency ≤ {hi:g} ms")
+        elif hi is not None:
+            parts.append(f"latency ≤ {hi:g} ms")
+        elif lo is not None:
+            parts.append(f"latency ≥ {lo:g} ms")
         return ", ".join(parts) or "none"
 
     def check_feasible(self, table: CostTable, allowed: Sequence[Sequence[str]]) -> None:
-        """Raise :class:`ConstraintError` if no single-op architecture can satisfy the bounds."""
+        """Raise :class:`ConstraintError` if no single-op architecture can satisfy the bounds
+        (each bound on its own, over the table's per-option ranges)."""
         mmin, mmax, pmin, pmax = table.bounds(allowed)
         problems = []
         if self.macs_max is not None and mmin > self.macs_max:
@@ -290,10 +360,22 @@ class ResourceConstraint:
             problems.append(f"the smallest architecture has {_fmt(pmin)} params > params_max {_fmt(self.params_max)}")
         if self.params_min is not None and pmax < self.params_min:
             problems.append(f"the largest architecture has {_fmt(pmax)} params < params_min {_fmt(self.params_min)}")
+        lat_hint = ""
+        if self.bounds_latency:
+            lb = table.latency_bounds(allowed) if hasattr(table, "latency_bounds") else None
+            if lb is None:
+                raise ConstraintError("the constraint bounds latency but the run has no latency table",
+                                      hint="set constraint.latency_table to a table from `nascore lut build SPACE`")
+            lmin, lmax = lb
+            lat_hint = f", predicted latency from {lmin:.3f} to {lmax:.3f} ms"
+            if self.latency_ms_max is not None and lmin > self.latency_ms_max:
+                problems.append(f"the fastest architecture is predicted at {lmin:.3f} ms > latency_ms_max {self.latency_ms_max:g}")
+            if self.latency_ms_min is not None and lmax < self.latency_ms_min:
+                problems.append(f"the slowest architecture is predicted at {lmax:.3f} ms < latency_ms_min {self.latency_ms_min:g}")
         if problems:
             raise ConstraintError(
                 "the constraint admits no architecture: " + "; ".join(problems),
-                hint=f"MACs range from {_fmt(mmin)} to {_fmt(mmax)}, params from {_fmt(pmin)} to {_fmt(pmax)} in this space",
+                hint=f"MACs range from {_fmt(mmin)} to {_fmt(mmax)}, params from {_fmt(pmin)} to {_fmt(pmax)}{lat_hint} in this space",
             )
 
 

@@ -23,7 +23,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
                 "nascore.config", "nascore.data", "nascore.io")),
     ("contracts", ("nascore.roles", "nascore.hookspecs")),
     ("toolkit", ("nascore.trainer", "nascore.evaluate", "nascore.prefix", "nascore.search", "nascore.methods",
-                 "nascore.groundtruth")),
+                 "nascore.groundtruth", "nascore.latency")),
     ("components", ("nascore.builtin",)),
     ("registry", ("nascore.registry",)),
     ("pipeline", ("nascore.pipeline",)),

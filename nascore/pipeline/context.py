@@ -67,7 +67,11 @@ class RunContext:
         self._supernet: Supernet | None = None
         self._pending_weights: Path | None = None
         self._initial_weights: dict[str, torch.Tensor] | None = None
-        self.constraint = ResourceConstraint(**cfg.constraint.model_dump())
+        bounds = cfg.constraint.model_dump()
+        self.latency_table_path: str | None = bounds.pop("latency_table", None)
+        self.constraint = ResourceConstraint(**bounds)
+        self._latency: Any = None
+        self._cost_pair: tuple[Any, Any] | None = None  # (base table, the same with latency attached)
         self._build_data()
         self.base_space: SearchSpace = self.build("space", cfg.space, "space")
         if not isinstance(self.base_space, SearchSpace):
@@ -165,8 +169,32 @@ class RunContext:
 
     @property
     def cost(self) -> CostTable:
-        """MACs/params table at the dataset's input shape (the same for restricted spaces)."""
-        return self.base_space.cost_table(self.data.input_shape)
+        """MACs/params table at the dataset's input shape (the same for restricted spaces); with
+        ``constraint.latency_table`` it also carries the predicted latency (``latency_ms(arch)``)."""
+        table = self.base_space.cost_table(self.data.input_shape)
+        if not self.latency_table_path:
+            return table
+        if self._cost_pair is None or self._cost_pair[0] is not table:
+            self._cost_pair = (table, self.latency.attach(table))
+        return self._cost_pair[1]
+
+    @property
+    def latency(self) -> Any:
+        """The run's measured latency table (:class:`nascore.latency.LatencyTable`), or None.
+
+        Loaded once and refused when it was measured for another space, options or input shape;
+        another device model warns."""
+        if self._latency is None and self.latency_table_path:
+            from nascore.latency import LatencyTable
+
+            lut = LatencyTable.load(self.latency_table_path)
+            opts = self.options.get("space")
+            resolved = opts.model_dump(mode="json") if hasattr(opts, "model_dump") else dict(self.cfg.space.options)
+            lut.check_for(self.cfg.space.name, resolved, self.data.input_shape,
+                          self.base_space.cost_table(self.data.input_shape), device=self.device.type,
+                          source=f"constraint.latency_table ({self.latency_table_path})")
+            self._latency = lut
+        return self._latency
 
     # -- helpers for components ----------------------------------------------------------------
     def stage_seed(self, stream: str = "") -> int:
@@ -178,7 +206,7 @@ class RunContext:
         """Does ``arch`` satisfy the run's resource constraint (by the cost table)?"""
         if self.constraint.unbounded:
             return True
-        return self.constraint.admits(*self.cost.cost(arch))
+        return self.constraint.admits_arch(self.cost, arch)
 
     def candidate(self, arch: Architecture, score: float, metrics: dict[str, float] | None = None, origin: str = "") -> Candidate:
         macs, params = self.cost.cost(arch)
