@@ -17,7 +17,7 @@ for the fixed part) and is checked to agree *exactly* with fvcore on whole child
 from __future__ import annotations
 
 import logging
-
+import math
 import warnings
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -120,6 +120,31 @@ class CostTable:
     # table (nascore.latency.LatencyTable.attach); None otherwise.
     latency_fixed_ms: float | None = None
     latency_ms_table: tuple[dict, ...] | None = None
+    #: Width terms (spaces with width decisions): ``{key: ((coef, sources), ...)}`` where ``key`` is
+    #: ``(decision, option)`` — counted when that option is chosen — or ``None`` (always counted), and
+    #: a term adds ``coef * prod(chosen channels of each source decision)``. A width decision's own
+    #: ``macs_table`` entries are 0: what a width costs depends on the other decisions.
+    macs_terms: dict = attrs.field(factory=dict)
+    params_terms: dict = attrs.field(factory=dict)
+
+    def _terms(self, terms: dict, arch: Architecture, widths: Sequence[int] | None = None) -> int:
+        if not terms:
+            return 0
+        ops = arch.ops
+        w = widths if widths is not None else [int(o) if isinstance(o, str) and o.isdigit() else 0 for o in ops]
+        total = 0
+        for key in [None, *((i, o) for i, opt in enumerate(ops) for o in option_members(opt))]:
+            for coef, sources in terms.get(key, ()):
+                v = coef
+                for s in sources:
+                    v *= w[s]
+                total += v
+        return total
+
+    def width_decisions(self) -> set[int]:
+        """Indices of the decisions that appear as width sources in the terms."""
+        return {s for terms in (self.macs_terms, self.params_terms) for ts in terms.values() for _, src in ts
+                for s in src}
 
     @property
     def has_latency(self) -> bool:
@@ -151,7 +176,7 @@ class CostTable:
                 total += table[opt]
             else:
                 total += sum(table[o] for o in opt)
-        return total
+        return total + self._terms(self.macs_terms, arch)
 
     def params(self, arch: Architecture) -> int:
         total = self.fixed_params
@@ -160,7 +185,7 @@ class CostTable:
                 total += table[opt]
             else:
                 total += sum(table[o] for o in opt)
-        return total
+        return total + self._terms(self.params_terms, arch)
 
     def cost(self, arch: Architecture) -> tuple[int, int]:
         """``(macs, params)`` of ``arch``, exact with fvcore on its child."""
@@ -173,19 +198,43 @@ class CostTable:
                 for o in opt:
                     m += mt[o]
                     p += pt[o]
+        if self.macs_terms or self.params_terms:
+            m += self._terms(self.macs_terms, arch)
+            p += self._terms(self.params_terms, arch)
         return m, p
 
     def bounds(self, allowed: Sequence[Sequence[str]] | None = None) -> tuple[int, int, int, int]:
-        """(min MACs, max MACs, min params, max params) over single-op choices."""
+        """(min MACs, max MACs, min params, max params) over single-op choices.
+
+        Exact with width terms too: every coefficient is non-negative, so the extremes take every
+        width decision at its smallest (largest) allowed channels; the ops are then independent.
+        """
         allowed = allowed or [tuple(t) for t in self.macs_table]
+        if self.macs_terms or self.params_terms:
+            return self._width_bounds(allowed)
         mmin = self.fixed_macs + sum(min(t[o] for o in a) for t, a in zip(self.macs_table, allowed))
         mmax = self.fixed_macs + sum(max(t[o] for o in a) for t, a in zip(self.macs_table, allowed))
         pmin = self.fixed_params + sum(min(t[o] for o in a) for t, a in zip(self.params_table, allowed))
         pmax = self.fixed_params + sum(max(t[o] for o in a) for t, a in zip(self.params_table, allowed))
         return mmin, mmax, pmin, pmax
 
+    def _width_bounds(self, allowed: Sequence[Sequence[str]]) -> tuple[int, int, int, int]:
+        wd = self.width_decisions()
+        out = []
+        for table, fixed, terms in ((self.macs_table, self.fixed_macs, self.macs_terms),
+                                    (self.params_table, self.fixed_params, self.params_terms)):
+            for pick in (min, max):
+                w = [pick(int(o) for o in a) if i in wd else 0 for i, a in enumerate(allowed)]
+                total = fixed + self._terms(terms, Architecture([]), w)  # the always-counted terms
+                for i, (t, a) in enumerate(zip(table, allowed)):
+                    total += pick(t[o] + sum(c * math.prod(w[s] for s in src) for c, src in terms.get((i, o), ()))
+                                  for o in a)
+                out.append(total)
+        mmin, mmax, pmin, pmax = out
+        return mmin, mmax, pmin, pmax
+
     def to_json(self) -> dict[str, Any]:
-        return {
+        out: dict[str, Any] = {
             "input_shape": list(self.input_shape),
             "fixed": {"macs": self.fixed_macs, "params": self.fixed_params},
             "macs": [dict(t) for t in self.macs_table],
@@ -193,15 +242,31 @@ class CostTable:
         }
         if self.latency_ms_table is not None:
             out["latency_ms"] = {"fixed": self.latency_fixed_ms, "options": [dict(t) for t in self.latency_ms_table]}
+        for name, terms in (("macs_terms", self.macs_terms), ("params_terms", self.params_terms)):
+            if terms:
+                out[name] = [{"decision": None if k is None else k[0], "option": None if k is None else k[1],
+                              "terms": [{"coef": c, "sources": list(s)} for c, s in v]} for k, v in terms.items()]
         return out
 
     @classmethod
     def build(cls, space: Any, input_shape: Sequence[int]) -> "CostTable":
-        """Count every candidate once with fvcore (one trace), then the fixed part (one more)."""
+        """Count every candidate once with fvcore (one trace), then the fixed part (one more).
+
+        Width decisions (:class:`nascore.space.WidthDecision`) cost no extra traces: both traces run
+        at the largest widths, and each slim module's fvcore count there fixes the coefficient of
+        its width monomial (:mod:`nascore.width`: bilinear in (in, out) channels for a dense conv,
+        linear for a depthwise conv or a BN). A width that sets the next block's input channels is
+        a monomial over two decisions, so such couplings are exact, not approximated.
+        """
+        from nascore.width import macs_scale, slim_modules  # width sits beside cost in the values layer
+
         input_shape = tuple(int(v) for v in input_shape)
         net = space.build_supernet().eval()  # a nascore.space.Supernet (cost sits beneath space)
-        # Record each candidate's input by running every option of every decision at once.
-        everything = Architecture([frozenset(d.options) if len(d.options) > 1 else d.options[0] for d in space.decisions])
+        widths = {i for i, d in enumerate(space.decisions) if hasattr(d, "max_channels")}
+        # Record each candidate's input by running every option of every decision at once (widths: the largest).
+        everything = Architecture([
+            str(d.max_channels) if i in widths else (frozenset(d.options) if len(d.options) > 1 else d.options[0])
+            for i, d in enumerate(space.decisions)])
         recorded: dict[int, torch.Tensor] = {}
         hooks = []
         for i in range(len(space.decisions)):
@@ -233,15 +298,49 @@ class CostTable:
             per = _analysis(runner, tuple(inputs)).by_module()
         macs_t: list[dict[str, int]] = [{o: 0 for o in d.options} for d in space.decisions]
         params_t: list[dict[str, int]] = [{o: 0 for o in d.options} for d in space.decisions]
+        macs_terms: dict[Any, list[tuple[int, tuple[int, ...]]]] = {}
+        params_terms: dict[Any, list[tuple[int, tuple[int, ...]]]] = {}
+        in_candidates: set[int] = set()
+
+        def add_slim(key: Any, path: str, mod: Any, counted: int) -> tuple[int, int]:
+            """Turn one slim module's count at max width into its monomials; returns (macs, params) moved."""
+            scale = math.prod(macs_scale(mod))
+            if counted % scale:
+                raise ConfigError([f"cost table of {getattr(space, 'name', space)!r}: fvcore counted {counted} MACs "
+                                   f"for {path}, not a multiple of its widths' product {scale}"],
+                                  source="the space's width layers")
+            if counted:
+                macs_terms.setdefault(key, []).append((counted // scale, tuple(mod.sources())))
+            for coef, src in mod.param_terms():
+                params_terms.setdefault(key, []).append((coef, tuple(src)))
+            return counted, count_params(mod)  # what the supernet holds (every width's BN, for per-width BN)
+
         for j, (i, name) in enumerate(keys):
-            macs_t[i][name] += int(per.get(f"mods.{j}", 0))
-            params_t[i][name] += count_params(mods[j])
-        partial = cls(input_shape, 0, 0, tuple(macs_t), tuple(params_t))
+            m_total, p_total = int(per.get(f"mods.{j}", 0)), count_params(mods[j])
+            for sub, smod in slim_modules(mods[j]):
+                in_candidates.add(id(smod))
+                dm, dp = add_slim((i, name), sub, smod, int(per.get(f"mods.{j}.{sub}", 0)))
+                m_total -= dm
+                p_total -= dp
+            macs_t[i][name] += m_total
+            params_t[i][name] += p_total
         ref = space.first()
         child = net.child(ref)
+        fixed_paths = [(path, m) for path, m in slim_modules(net) if id(m) not in in_candidates]
+        if fixed_paths:  # slim layers outside the candidates (a stem or head whose width is searched)
+            net.set_active(everything)
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                per_net = _analysis(net, (torch.zeros(1, *input_shape),)).by_module()
+            for path, smod in fixed_paths:
+                add_slim(None, path, smod, int(per_net.get(path, 0)))
+        partial = cls(input_shape, 0, 0, tuple(macs_t), tuple(params_t),
+                      macs_terms={k: tuple(v) for k, v in macs_terms.items()},
+                      params_terms={k: tuple(v) for k, v in params_terms.items()})
         fixed_macs = fvcore_macs(child, input_shape) - partial.macs(ref)
         fixed_params = count_params(child) - partial.params(ref)
-        return cls(input_shape, fixed_macs, fixed_params, tuple(macs_t), tuple(params_t))
+        return cls(input_shape, fixed_macs, fixed_params, tuple(macs_t), tuple(params_t),
+                   macs_terms=partial.macs_terms, params_terms=partial.params_terms)
 
 
 def check_table(space: Any, archs: Iterable[Architecture], input_shape: Sequence[int] | None = None) -> list[dict]:

@@ -58,6 +58,47 @@ class Decision:
     multi: bool = False
 
 
+def _width_options(values: Iterable[Any]) -> tuple[str, ...]:
+    out = tuple(str(int(v)) for v in values)
+    if not out or any(int(v) < 1 for v in out) or len(set(out)) != len(out):
+        raise ArchitectureError(f"a width decision needs distinct positive channel counts, got {list(out)}")
+    return out
+
+
+@attrs.frozen
+class WidthDecision(Decision):
+    """A decision whose options are channel counts (``"48"``), run by slicing max-width weights.
+
+    The supernet builds the layers it sets from :mod:`nascore.width` modules at the largest
+    option, naming this decision as their ``in_source``/``out_source``; ``set_active`` sets
+    their widths, ``child`` exports plain layers of the chosen widths. Never multi-valued.
+    """
+
+    def __attrs_post_init__(self) -> None:
+        object.__setattr__(self, "options", _width_options(self.options))
+        if self.multi:
+            raise ArchitectureError(f"width decision {self.name!r} cannot be multi-valued")
+
+    @property
+    def channels(self) -> tuple[int, ...]:
+        return tuple(int(o) for o in self.options)
+
+    @property
+    def max_channels(self) -> int:
+        return max(self.channels)
+
+
+def width_options(base: int, scales: Sequence[float], minimum: int = 1, divisor: int = 1) -> tuple[str, ...]:
+    """Channel counts ``round(base * scale)`` (to a multiple of ``divisor``, at least ``minimum``),
+    deduplicated in order: the options of a :class:`WidthDecision` from channel scales (SPOS)."""
+    out: list[str] = []
+    for sc in scales:
+        c = max(minimum, int(round(base * float(sc) / divisor)) * divisor)
+        if str(c) not in out:
+            out.append(str(c))
+    return tuple(out)
+
+
 class SearchSpace:
     """Base class of every search space (see module docstring).
 
@@ -378,6 +419,7 @@ def chain_layout_of(net: nn.Module) -> "ChainLayout | None":
 
 
 _CANDIDATE_PARAMS: "weakref.WeakKeyDictionary[nn.Module, list]" = weakref.WeakKeyDictionary()
+_WIDTH_MODULES: "weakref.WeakKeyDictionary[nn.Module, dict]" = weakref.WeakKeyDictionary()
 
 
 class Supernet(nn.Module):
@@ -408,13 +450,40 @@ class Supernet(nn.Module):
         """Make ``arch`` the path that ``forward`` runs; ``weights`` mixes set-valued options."""
         if self.is_child:
             return
+        widths = self._width_modules()
         for i, opt in enumerate(arch.ops):
+            if i in widths:
+                if not isinstance(opt, str):
+                    raise ArchitectureError(f"decision {i} ({self.space.decisions[i].name}) is a width: one channel count, "
+                                            f"got a set {sorted(opt)}")
+                c = int(opt)
+                for m in widths[i]:
+                    m.set_width(i, c)
+                continue
             active: str | tuple[str, ...] = opt if isinstance(opt, str) else option_members(opt)
             w = weights[i] if weights is not None else None
             for layer in self.choice_layers(i):
                 layer.active = active
                 layer.mix_weights = w
         self._active = arch
+
+    def _width_modules(self) -> dict[int, list[Any]]:
+        """Per width decision, the slim modules it sets (built once, like candidate_parameters)."""
+        cached = _WIDTH_MODULES.get(self)
+        if cached is None:
+            from nascore.width import slim_modules
+
+            cached = {i: [] for i, d in enumerate(self.space.decisions) if isinstance(d, WidthDecision)}
+            if cached:
+                for _, m in slim_modules(self):
+                    for src in {m.in_source, m.out_source} - {None}:
+                        if src not in cached:
+                            raise NascoreError(
+                                f"a slim module of {self.space.name!r} takes its width from decision {src}, "
+                                "which is not a WidthDecision", hint="in_source/out_source must name width decisions")
+                        cached[src].append(m)
+            _WIDTH_MODULES[self] = cached
+        return cached
 
     @property
     def active_arch(self) -> Architecture | None:
@@ -489,6 +558,8 @@ class Supernet(nn.Module):
     def child(self, arch: Architecture, inherit: bool = True) -> nn.Module:
         """A standalone module for ``arch``: only the chosen candidates are copied.
 
+        Width decisions' slim layers become plain layers of the chosen widths (only their channels).
+
         With ``inherit`` the child keeps the supernet's weights (and BN statistics), so its
         output equals the supernet path's in eval mode; without, it is re-initialised.
         """
@@ -510,6 +581,10 @@ class Supernet(nn.Module):
         finally:
             for layer, cands in saved:
                 layer._modules["candidates"] = cands
+        if self._width_modules():
+            from nascore.width import materialize
+
+            materialize(child)  # plain layers holding only the chosen channels
         child.space = self.space
         child.is_child = True
         child._active = arch

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1] / "nascore"
 # Lowest first. A module may import only from its own layer or a lower one. Every module of the
 # package must be named here (a new module has to be placed before the test passes).
 LAYERS: list[tuple[str, tuple[str, ...]]] = [
-    ("values", ("nascore.errors", "nascore._version", "nascore.arch", "nascore.cost", "nascore.space",
+    ("values", ("nascore.errors", "nascore._version", "nascore.arch", "nascore.cost", "nascore.space", "nascore.width",
                 "nascore.config", "nascore.data", "nascore.io")),
     ("contracts", ("nascore.roles", "nascore.hookspecs")),
     ("toolkit", ("nascore.trainer", "nascore.evaluate", "nascore.prefix", "nascore.search", "nascore.methods",

@@ -8,6 +8,12 @@ and a projection branch; the others split the channels in half and shuffle them.
 global average pool, dropout and a bias-free linear classifier. BatchNorm is ``affine=False`` as
 in the SPOS code (configurable).
 
+Channel search (SPOS's block + channel search): ``channel_scales`` (the paper's 0.2, 0.4, …, 2.0)
+adds after each layer's op decision a :class:`~nascore.space.WidthDecision` ``s{s}_l{j}_mid``
+whose options are that block's mid channels ``round(scale × oup/2)``; the main branch is then built
+from slim layers at the largest scale (weights sliced per width, BN sliced and recalibrated per
+candidate, or ``channel_bn: per_width``). Block outputs keep their width, as in the paper.
+
 Defaults are small (stem 16, stages 24/48/96/192, last conv 256, stride-1 stem without max-pool)
 for 28×28/32×32 CPU runs; :data:`SPOS_IMAGENET` lists the options of the paper's supernet.
 """
@@ -22,7 +28,7 @@ import torch
 from torch import nn
 
 from nascore.errors import ConfigError
-from nascore.space import ChainLayout, ChoiceLayer, Decision, SearchSpace, Supernet
+from nascore.space import ChainLayout, ChoiceLayer, Decision, SearchSpace, Supernet, WidthDecision, width_options
 
 SPACE_OPTIONS = "shufflenet space options"
 
@@ -66,13 +72,17 @@ class ShuffleBlock(nn.Module):
     ``oup`` the block's output channels.
     """
 
-    def __init__(self, op: str, inp: int, oup: int, stride: int, affine: bool) -> None:
+    def __init__(self, op: str, inp: int, oup: int, stride: int, affine: bool, *,
+                 mid_widths: Sequence[int] | None = None, mid_source: int | None = None, bn: str = "slice") -> None:
         super().__init__()
         self.stride = stride
         mid = oup // 2
         outputs = oup - inp
-        if op == "xception":
-            ksize = 3
+        ksize = 3 if op == "xception" else int(op[len("shuffle"):])
+        pad = ksize // 2
+        if mid_widths is not None:  # channel search: the mid channels are a width decision (slim layers)
+            self.branch_main = _slim_main(op, inp, outputs, mid_widths, mid_source, affine, stride, bn)
+        elif op == "xception":
             self.branch_main = nn.Sequential(
                 nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), _bn(inp, affine),
                 nn.Conv2d(inp, mid, 1, 1, 0, bias=False), _bn(mid, affine), nn.ReLU(),
@@ -82,8 +92,6 @@ class ShuffleBlock(nn.Module):
                 nn.Conv2d(mid, outputs, 1, 1, 0, bias=False), _bn(outputs, affine), nn.ReLU(),
             )
         else:
-            ksize = int(op[len("shuffle"):])
-            pad = ksize // 2
             self.branch_main = nn.Sequential(
                 nn.Conv2d(inp, mid, 1, 1, 0, bias=False), _bn(mid, affine), nn.ReLU(),
                 nn.Conv2d(mid, mid, ksize, stride, pad, groups=mid, bias=False), _bn(mid, affine),
@@ -102,6 +110,35 @@ class ShuffleBlock(nn.Module):
             x_proj, x = channel_shuffle(x)
             return torch.cat((x_proj, self.branch_main(x)), 1)
         return torch.cat((self.branch_proj(x), self.branch_main(x)), 1)
+
+
+def _slim_main(op: str, inp: int, outputs: int, mid_widths: Sequence[int], src: int | None, affine: bool,
+               stride: int, bn: str) -> nn.Sequential:
+    """The main branch with searched mid channels: slim 1x1/depthwise/1x1 at the largest mid width."""
+    from nascore.width import SlimBatchNorm2d, SlimConv2d, SwitchableBatchNorm2d
+
+    m = max(mid_widths)
+
+    def sbn() -> nn.Module:
+        if bn == "per_width":
+            return SwitchableBatchNorm2d(mid_widths, source=src, affine=affine)  # type: ignore[arg-type]
+        return SlimBatchNorm2d(m, source=src, affine=affine)
+
+    if op == "xception":
+        return nn.Sequential(
+            nn.Conv2d(inp, inp, 3, stride, 1, groups=inp, bias=False), _bn(inp, affine),
+            SlimConv2d(inp, m, 1, out_source=src), sbn(), nn.ReLU(),
+            SlimConv2d(m, m, 3, 1, 1, depthwise=True, in_source=src), sbn(),
+            SlimConv2d(m, m, 1, in_source=src, out_source=src), sbn(), nn.ReLU(),
+            SlimConv2d(m, m, 3, 1, 1, depthwise=True, in_source=src), sbn(),
+            SlimConv2d(m, outputs, 1, in_source=src), _bn(outputs, affine), nn.ReLU(),
+        )
+    k = int(op[len("shuffle"):])
+    return nn.Sequential(
+        SlimConv2d(inp, m, 1, out_source=src), sbn(), nn.ReLU(),
+        SlimConv2d(m, m, k, stride, k // 2, depthwise=True, in_source=src), sbn(),
+        SlimConv2d(m, outputs, 1, in_source=src), _bn(outputs, affine), nn.ReLU(),
+    )
 
 
 @attrs.frozen
@@ -133,6 +170,8 @@ class ShuffleNetSpace(SearchSpace):
         ops: Sequence[str] = SHUFFLE_OPS,
         dropout: float = 0.1,
         bn_affine: bool = False,
+        channel_scales: Sequence[float] | None = None,
+        channel_bn: str = "slice",
         input_shape: tuple[int, int, int] = (1, 28, 28),
         num_classes: int = 10,
     ) -> None:
@@ -158,8 +197,16 @@ class ShuffleNetSpace(SearchSpace):
                 ], source=SPACE_OPTIONS)
             prev = c
         self.stage_channels = tuple(channels)
+        if channel_scales is not None and (not channel_scales or any(float(c) <= 0 for c in channel_scales)):
+            raise ConfigError([f"channel_scales must be positive, got {list(channel_scales)}"], source=SPACE_OPTIONS)
+        if channel_bn not in ("slice", "per_width"):
+            raise ConfigError([f"channel_bn must be 'slice' or 'per_width', got {channel_bn!r}"], source=SPACE_OPTIONS)
+        self.channel_scales = None if channel_scales is None else tuple(float(c) for c in channel_scales)
+        self.channel_bn = channel_bn
         layers: list[ShuffleLayerSpec] = []
         decisions: list[Decision] = []
+        #: per layer, the index of its op decision and of its mid-width decision (None: no channel search)
+        self.layer_decisions: list[tuple[int, int | None]] = []
         cin = self.stem_channels
         for s, (depth, cout) in enumerate(zip(stage_depths, channels)):
             for j in range(int(depth)):
@@ -168,6 +215,11 @@ class ShuffleNetSpace(SearchSpace):
                 else:
                     layers.append(ShuffleLayerSpec(s, j, cout // 2, cout, 1))
                 decisions.append(Decision(f"s{s}_l{j}", tuple(ops)))
+                if self.channel_scales is None:
+                    self.layer_decisions.append((len(decisions) - 1, None))
+                else:  # SPOS channel search: the block's mid channels, scale x (oup // 2)
+                    decisions.append(WidthDecision(f"s{s}_l{j}_mid", width_options(cout // 2, self.channel_scales)))
+                    self.layer_decisions.append((len(decisions) - 2, len(decisions) - 1))
             cin = cout
         self.layers: tuple[ShuffleLayerSpec, ...] = tuple(layers)
         self.final_channels = cin
@@ -190,12 +242,16 @@ class ShuffleNetSupernet(Supernet):
         if space.maxpool:
             stem.append(nn.MaxPool2d(3, 2, 1))
         self.stem = nn.Sequential(*stem)
-        self.layers = nn.ModuleList(
-            ChoiceLayer({o: ShuffleBlock(o, spec.inp, spec.oup, spec.stride, affine) for o in d.options})
-            for spec, d in zip(space.layers, space.decisions)
-        )
-        for i in range(len(self.layers)):
-            self.bind(i, f"layers.{i}")
+        layers = []
+        for spec, (op_i, w_i) in zip(space.layers, space.layer_decisions):
+            widths = None if w_i is None else space.decisions[w_i].channels  # type: ignore[attr-defined]
+            layers.append(ChoiceLayer({
+                o: ShuffleBlock(o, spec.inp, spec.oup, spec.stride, affine, mid_widths=widths, mid_source=w_i,
+                                bn=space.channel_bn)
+                for o in space.decisions[op_i].options}))
+        self.layers = nn.ModuleList(layers)
+        for k, (op_i, _) in enumerate(space.layer_decisions):
+            self.bind(op_i, f"layers.{k}")
         self.last_conv = nn.Sequential(
             nn.Conv2d(space.final_channels, space.last_channels, 1, 1, 0, bias=False),
             _bn(space.last_channels, affine), nn.ReLU(),
@@ -211,8 +267,12 @@ class ShuffleNetSupernet(Supernet):
         x = self.pool(self.last_conv(x)).flatten(1)
         return self.classifier(self.dropout(x))
 
-    def chain_layout(self) -> ChainLayout:
-        """stem → choice layers → last conv, pool, dropout, classifier (prefix sharing, NEAS)."""
+    def chain_layout(self) -> ChainLayout | None:
+        """stem → choice layers → last conv, pool, dropout, classifier (prefix sharing, NEAS).
+
+        ``None`` with channel search (a layer then depends on two decisions; paths run whole)."""
+        if self.space.channel_scales is not None:
+            return None
         items: list[tuple[str, int | None]] = [("stem", None)]
         items += [(f"layers.{i}", i) for i in range(len(self.layers))]
         return ChainLayout(tuple(items), ("last_conv", "pool", "dropout", "classifier"), _shufflenet_head)

@@ -86,6 +86,11 @@ class ShuffleNetConfig(BaseModel):
         ("shuffle3", "shuffle5", "shuffle7", "xception"), min_length=1, description="candidate blocks per layer")
     dropout: float = Field(0.1, ge=0, lt=1, description="dropout before the classifier")
     bn_affine: bool = Field(False, description="learnable BatchNorm scale/shift (SPOS: false)")
+    channel_scales: tuple[float, ...] | None = Field(
+        None, min_length=1, description="channel search: each block's mid channels also searched, as these scales of "
+        "oup/2 (SPOS paper: 0.2, 0.4, ..., 2.0); null: block search only")
+    channel_bn: Literal["slice", "per_width"] = Field(
+        "slice", description="channel search BN: slice one max-width BN (recalibrated per candidate), or one BN per width")
 
     @model_validator(mode="after")
     def _stages_agree(self) -> "ShuffleNetConfig":
@@ -93,6 +98,8 @@ class ShuffleNetConfig(BaseModel):
             raise ValueError("stage_depths and stage_channels must have the same length")
         if any(d < 1 for d in self.stage_depths):
             raise ValueError("stage depths must be positive")
+        if self.channel_scales is not None and any(c <= 0 for c in self.channel_scales):
+            raise ValueError("channel_scales must be positive")
         return self
 
 
