@@ -141,13 +141,33 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nascore.pipeline.run import resume_run
 
     ctx = resume_run(Path(args.run_dir), quiet=True, export_only=True)
-    formats = ["json"] + ([args.format] if args.format != "json" else [])
-    folder = export_one(ctx, args.arch, formats)
+    formats, bake = _export_defaults(ctx)  # what the run's own export stage writes
+    if args.format:
+        formats = ["json", *args.format]
+    if args.bake_normalization is not None:
+        bake = args.bake_normalization
+    folder = export_one(ctx, args.arch, formats, bake_normalization=bake)
     meta = json.loads((folder / "arch.json").read_text())
-    print(f"exported #{args.arch} {meta['arch']} ({meta['weights']}) to {folder}")
+    print(f"exported #{args.arch} {meta['arch']} ({meta['weights']}) to {folder}: {', '.join(meta['files'])}")
     for k, v in meta.get("checks", {}).items():
         print(f"  {k}: {v:.2e}")
+    pre = meta.get("preprocessing")
+    if pre:
+        how = ("normalisation baked into " + ", ".join(pre["baked_into"]) if pre["baked_into"]
+               else f"feed (pad(raw) / {pre['scale']:g} - mean {pre['mean']}) / std {pre['std']}")
+        print(f"  input {'x'.join(map(str, meta['input_shape']))}: {pre['raw']}; {how} (arch.json: preprocessing)")
     return 0
+
+
+def _export_defaults(ctx: Any) -> tuple[list[str], bool]:
+    """Formats and baking of the run's (first) export stage; json + torchscript when it has none."""
+    from nascore.config import ExportStage
+    from nascore.pipeline.stages import iter_stages
+
+    for _, st, _ in iter_stages(ctx.cfg.stages):
+        if isinstance(st, ExportStage):
+            return list(dict.fromkeys(["json", *st.formats])), st.bake_normalization
+    return ["json", "torchscript"], False
 
 
 # -- inspection ----------------------------------------------------------------------------------
@@ -444,9 +464,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--quiet", action="store_true")
     r.set_defaults(fn=cmd_resume)
 
-    r = sub.add_parser("export", help="write a chosen architecture as a standalone model")
-    r.add_argument("run_dir")
-    r.add_argument("--format", choices=["json", "torchscript", "onnx"], default="torchscript")
+    r = sub.add_parser(
+        "export", help="write a chosen architecture as a standalone model",
+        description="Write export/<N>/ of a run folder: arch.json (architecture, costs, input shape, class names, "
+                    "preprocessing), model.pt (state dict) and TorchScript/ONNX models that run without nascore, each "
+                    "checked against the child. Every format already in the folder is written again from the same "
+                    "weights (the retrained ones when the run retrained). Defaults: the run's own export stage.")
+    r.add_argument("run_dir", help="a run folder (`nascore run` wrote it)")
+    r.add_argument("--format", choices=["json", "torchscript", "onnx"], action="append",
+                   help="format to write (repeatable; default: the run's export stage formats, else torchscript)")
+    r.add_argument("--bake-normalization", action=argparse.BooleanOptionalAction, default=None,
+                   help="TorchScript/ONNX models take raw pixels and normalise inside (default: the run's export stage)")
     r.add_argument("--arch", type=int, default=0, help="rank of the candidate in results.json (default 0: the best)")
     r.set_defaults(fn=cmd_export)
 

@@ -107,6 +107,8 @@ class ExportStage(BaseModel):
     kind: Literal["export"]
     formats: list[Literal["json", "torchscript", "onnx"]] = Field(default_factory=lambda: ["json", "torchscript"])
     top: int = Field(1, gt=0)
+    bake_normalization: bool = Field(False, description="TorchScript/ONNX models take raw pixel values and "
+                                     "normalise inside (arch.json's preprocessing says how)")
 
 
 class RetrainStage(BaseModel):

@@ -26,12 +26,38 @@ from torch.utils.data import Dataset
 SPLITS = ("train", "val", "archval", "test")
 
 
+@attrs.define(frozen=True)
+class Preprocessing:
+    """How a raw input becomes what the network sees: ``x = (pad(raw) / scale - mean) / std``.
+
+    Exports record it in ``arch.json`` (and can bake it into the model), so a deployed model is fed
+    what it was trained on (MNIST digits fed as ``raw / 255`` instead of normalised: 16 % instead of 91 %).
+    ``mean``/``std`` have one value per channel of the network input (or one for all channels).
+    ``pad_to`` zero-pads a raw image to that side before scaling; ``channels`` > the raw image's
+    channels means the grey image is repeated. ``raw`` says in words what a raw input is.
+    """
+
+    scale: float = 1.0
+    mean: tuple[float, ...] = (0.0,)
+    std: tuple[float, ...] = (1.0,)
+    raw: str = ""
+    pad_to: int | None = None
+    channels: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        return {"raw": self.raw, "scale": float(self.scale), "mean": [float(v) for v in self.mean],
+                "std": [float(v) for v in self.std], "pad_to": self.pad_to, "channels": self.channels,
+                "formula": "x = (pad(raw) / scale - mean) / std, float32 (N, C, H, W)"}
+
+
 @attrs.define
 class DatasetSpec:
     """What a dataset component returns.
 
     ``train``/``test`` yield ``(image_tensor, int_label)``. In-memory datasets should also set
     ``tensors`` (images, labels) for the train set: batches are then sliced without a DataLoader.
+    ``preprocessing`` (how raw inputs were normalised) and ``class_names`` (label index -> name)
+    go into every export's ``arch.json``; leave them ``None`` when unknown.
     """
 
     name: str
@@ -42,6 +68,8 @@ class DatasetSpec:
     tensors: tuple[torch.Tensor, torch.Tensor] | None = None
     test_tensors: tuple[torch.Tensor, torch.Tensor] | None = None
     licence: str = ""
+    preprocessing: Preprocessing | None = None
+    class_names: list[str] | None = None
 
 
 class RandomLabels(Dataset):

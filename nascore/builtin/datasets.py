@@ -31,7 +31,7 @@ import torch
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch.utils.data import Dataset
 
-from nascore.data import DatasetSpec
+from nascore.data import DatasetSpec, Preprocessing
 from nascore.errors import DatasetError
 from nascore.hookspecs import hookimpl
 
@@ -39,6 +39,7 @@ MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
 CIFAR10_MEAN, CIFAR10_STD = (0.4914, 0.4822, 0.4465), (0.2470, 0.2435, 0.2616)
 CIFAR100_MEAN, CIFAR100_STD = (0.5071, 0.4865, 0.4409), (0.2673, 0.2564, 0.2762)
 IMAGENET_MEAN, IMAGENET_STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
+DIGIT_NAMES = [str(d) for d in range(10)]
 
 MNIST5K_LICENCE = (
     "MNIST (Y. LeCun, C. Cortes, C. J. C. Burges; CC BY-SA 3.0), 5,000-image subset as shipped by "
@@ -125,6 +126,8 @@ def _in_memory_spec(
     test_idx: np.ndarray,
     num_classes: int,
     licence: str,
+    preprocessing: Preprocessing | None = None,
+    class_names: list[str] | None = None,
 ) -> DatasetSpec:
     tr, te = torch.from_numpy(train_idx), torch.from_numpy(test_idx)
     xtr, ytr, xte, yte = x[tr], y[tr], x[te], y[te]
@@ -137,6 +140,8 @@ def _in_memory_spec(
         tensors=(xtr, ytr),
         test_tensors=(xte, yte) if len(te) else None,
         licence=licence,
+        preprocessing=preprocessing,
+        class_names=class_names,
     )
 
 
@@ -172,7 +177,9 @@ def make_mnist5k(cfg: Mnist5kConfig, ctx: Any = None) -> DatasetSpec:
     images, labels = load_mnist5k_arrays()
     x = _prepare(images, 28, 255.0, MNIST_MEAN, MNIST_STD, cfg.pad_to, cfg.channels)
     tr, te = stratified_split(labels, cfg.test_size, cfg.split_seed)
-    return _in_memory_spec("mnist5k", x, torch.from_numpy(labels), tr, te, 10, MNIST5K_LICENCE)
+    pre = Preprocessing(255.0, (MNIST_MEAN,), (MNIST_STD,), "28x28 grey digit, pixel values 0..255 (white on black)",
+                        cfg.pad_to, cfg.channels)
+    return _in_memory_spec("mnist5k", x, torch.from_numpy(labels), tr, te, 10, MNIST5K_LICENCE, pre, DIGIT_NAMES)
 
 
 # -- digits (scikit-learn's data file, sklearn not imported) ---------------------------------
@@ -211,9 +218,11 @@ def make_digits(cfg: DigitsConfig, ctx: Any = None) -> DatasetSpec:
     mean, std = float(scaled.mean()), float(scaled.std())
     x = _prepare(images, 8, 16.0, mean, std, cfg.pad_to, cfg.channels)
     tr, te = stratified_split(labels, cfg.test_size, cfg.split_seed)
+    pre = Preprocessing(16.0, (mean,), (std,), "8x8 grey digit, values 0..16", cfg.pad_to, cfg.channels)
     return _in_memory_spec(
         "digits", x, torch.from_numpy(labels), tr, te, 10,
         "UCI Optical Recognition of Handwritten Digits (CC BY 4.0), as shipped by scikit-learn (BSD-3-Clause)",
+        pre, DIGIT_NAMES,
     )
 
 
@@ -265,7 +274,8 @@ def make_synthetic(cfg: SyntheticConfig, ctx: Any = None) -> DatasetSpec:
     """Seeded gratings-by-class tensors: learnable in a few steps, no files needed."""
     x, y = synthetic_tensors(cfg.size + cfg.test_size, cfg.num_classes, cfg.shape, cfg.noise, cfg.seed)
     idx = np.arange(cfg.size + cfg.test_size)
-    return _in_memory_spec("synthetic", x, y, idx[: cfg.size], idx[cfg.size :], cfg.num_classes, "synthetic")
+    pre = Preprocessing(raw="synthetic gratings, used as generated (no normalisation)")
+    return _in_memory_spec("synthetic", x, y, idx[: cfg.size], idx[cfg.size :], cfg.num_classes, "synthetic", pre)
 
 
 # -- fake ------------------------------------------------------------------------------------
@@ -292,7 +302,8 @@ def make_fake(cfg: FakeConfig, ctx: Any = None) -> DatasetSpec:
         test = FakeData(size=cfg.test_size, image_size=cfg.shape, num_classes=cfg.num_classes,
                         transform=tf, random_offset=cfg.size)
     return DatasetSpec(name="fake", train=train, test=test, num_classes=cfg.num_classes,
-                       input_shape=tuple(cfg.shape), licence="torchvision FakeData (random)")  # type: ignore[arg-type]
+                       input_shape=tuple(cfg.shape), licence="torchvision FakeData (random)",  # type: ignore[arg-type]
+                       preprocessing=Preprocessing(255.0, raw="random 8-bit images (torchvision ToTensor)"))
 
 
 # -- CIFAR -----------------------------------------------------------------------------------
@@ -372,6 +383,8 @@ def _make_cifar(name: str, cfg: CifarConfig) -> DatasetSpec:
         name=name, train=train, test=test, num_classes=int(info["classes"]), input_shape=(3, 32, 32),  # type: ignore[call-overload]
         tensors=tensors, test_tensors=test_tensors,
         licence="CIFAR (A. Krizhevsky, 2009); see https://www.cs.toronto.edu/~kriz/cifar.html",
+        preprocessing=Preprocessing(255.0, tuple(mean), tuple(std), "32x32 RGB image, 8-bit values 0..255, channels first"),
+        class_names=list(train.classes),
     )
 
 
@@ -440,7 +453,11 @@ def make_imagefolder(cfg: ImageFolderConfig, ctx: Any = None) -> DatasetSpec:
                 hint="use the same class sub-folder names in both",
             )
     return DatasetSpec(name="imagefolder", train=train, test=test, num_classes=len(train.classes),
-                       input_shape=(3, cfg.image_size, cfg.image_size), licence=f"user images under {root}")
+                       input_shape=(3, cfg.image_size, cfg.image_size), licence=f"user images under {root}",
+                       preprocessing=Preprocessing(255.0, IMAGENET_MEAN, IMAGENET_STD,
+                                                   f"RGB image, shorter side resized to {cfg.resize}, centre crop "
+                                                   f"{cfg.image_size}, 8-bit values 0..255, channels first"),
+                       class_names=list(train.classes))
 
 
 @hookimpl

@@ -1,24 +1,39 @@
 """Export chosen architectures as standalone models that run without nascore.
 
-For each exported candidate ``export/<rank>/`` holds ``arch.json`` (the architecture, its costs and
-where the weights came from), ``model.pt`` (the child's ``state_dict``), ``model.ts`` (TorchScript,
-loadable with plain ``torch.jit.load``) and ``model.onnx`` (with the ``onnx`` extra). Weights are
-the retrained ones when the run retrained that architecture, else the supernet's with BN statistics
-recalibrated for the path. Every exported file is checked to reproduce the child's outputs.
+For each exported candidate ``export/<rank>/`` holds ``arch.json`` (the architecture, its costs,
+where the weights came from, and how to preprocess an input), ``model.pt`` (the child's
+``state_dict``), ``model.ts`` (TorchScript, loadable with plain ``torch.jit.load``) and
+``model.onnx`` (with the ``onnx`` extra). Weights are the retrained ones when the run retrained that
+architecture, else the supernet's with BN statistics recalibrated for the path. Every exported file
+is checked to reproduce the child's outputs.
+
+The folder is one consistent set: an export writes every format the folder already held as well as
+the requested ones, all from the same weights (``weights_digest`` in ``arch.json``), and
+``arch.json`` is written last, so a folder whose ``arch.json`` is missing is an interrupted export.
+``arch.json`` depends only on the run (the resolved config and the weights), so the run's own export
+stage, a resumed run and ``nascore export`` write the same bytes for the same weights.
 """
 
 from __future__ import annotations
 
+import hashlib
+import sys
 import warnings
 from pathlib import Path
+from typing import Any
 
 import torch
 from torch import nn
 
+from nascore.config import resolved_dict
 from nascore.errors import NascoreError
 from nascore.evaluate import recalibrate_bn
-from nascore.io import atomic_write, load_torch, save_torch, write_json
+from nascore.io import atomic_write, load_torch, read_json, save_torch, write_json
 from nascore.roles import Context
+
+# format -> the file it writes (``json`` is arch.json + model.pt, always written)
+FORMAT_FILES = {"torchscript": "model.ts", "onnx": "model.onnx"}
+CHECK_KEYS = {"torchscript": "torchscript_max_abs_diff", "onnx": "onnx_max_abs_diff"}
 
 
 def child_with_weights(ctx: Context, index: int) -> tuple[nn.Module, str]:
@@ -40,51 +55,131 @@ def child_with_weights(ctx: Context, index: int) -> tuple[nn.Module, str]:
     return child.eval(), origin
 
 
-def export_candidates(ctx: Context, top: int, formats: list[str]) -> list[Path]:
+def export_candidates(ctx: Context, top: int, formats: list[str], bake_normalization: bool = False) -> list[Path]:
     """The ``export`` stage: export the ``top`` candidates (rank 0 only)."""
     out: list[Path] = []
     if not ctx.dist.is_main:  # only rank 0 writes the run folder
         return out
     for i in range(min(top, len(ctx.candidates))):
-        out.append(export_one(ctx, i, formats))
+        out.append(export_one(ctx, i, formats, bake_normalization=bake_normalization))
     return out
 
 
-def export_one(ctx: Context, index: int, formats: list[str]) -> Path:
-    """Write ``export/<index>/`` for candidate ``index`` and check every file against the child."""
+class Normalized(nn.Module):
+    """``net`` fed ``(x / scale - mean) / std``: an exported model that takes raw pixel values."""
+
+    def __init__(self, net: nn.Module, scale: float, mean: list[float], std: list[float]) -> None:
+        super().__init__()
+        self.net = net
+        self.scale = float(scale)
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, -1, 1, 1))
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, -1, 1, 1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net((x / self.scale - self.mean) / self.std)
+
+
+def preprocessing_json(ctx: Context, baked: list[str]) -> dict[str, Any] | None:
+    """What ``arch.json`` says about feeding the model: the dataset's normalisation, and where it is baked."""
+    pre = getattr(ctx.data.spec, "preprocessing", None)
+    if pre is None:
+        return None
+    return {**pre.to_json(), "baked_into": baked}
+
+
+def weights_digest(state: dict[str, torch.Tensor]) -> str:
+    """sha256 over the names, shapes, dtypes and bytes of a state dict (the same weights, the same digest)."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().to("cpu").contiguous()
+        h.update(f"{name}|{tuple(t.shape)}|{t.dtype}|".encode())
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+    return "sha256:" + h.hexdigest()
+
+
+def previous_formats(folder: Path) -> set[str]:
+    """The formats an earlier export left in ``folder`` (from its arch.json, else from the files there)."""
+    found = {fmt for fmt, name in FORMAT_FILES.items() if (folder / name).exists()}
+    try:
+        meta = read_json(folder / "arch.json")
+        found |= {f for f in meta.get("formats", []) if f in FORMAT_FILES} if isinstance(meta, dict) else set()
+    except NascoreError:  # missing or damaged: the files on disk say what was there
+        pass
+    return found
+
+
+def export_one(ctx: Context, index: int, formats: list[str], *, bake_normalization: bool = False) -> Path:
+    """Write ``export/<index>/`` for candidate ``index`` and check every file against the child.
+
+    Every format already in the folder is written again from the same weights (an export never
+    leaves a model file from other weights beside the new ones); ``arch.json`` goes last.
+    """
+    pre = getattr(ctx.data.spec, "preprocessing", None)
+    if bake_normalization and pre is None:
+        raise NascoreError(f"export bake_normalization: dataset {ctx.cfg.dataset.name!r} does not declare its "
+                           "normalisation (DatasetSpec.preprocessing)", hint="export without baking, or set "
+                           "preprocessing in the dataset component")
     child, origin = child_with_weights(ctx, index)
     cand = ctx.candidates[index]
     folder = ctx.run_dir / "export" / f"{index}"
+    wanted = {f for f in formats if f in FORMAT_FILES}
+    old = previous_formats(folder)
+    wanted |= {f for f in old if f != "onnx" or _onnx_available()}
+    for f in sorted(old - wanted):  # a format that cannot be written again here must not stay stale
+        (folder / FORMAT_FILES[f]).unlink(missing_ok=True)
+        print(f"nascore: warning: removed stale {folder / FORMAT_FILES[f]} ({f} export needs the onnx package "
+              "here; pip install 'nascore[onnx]' and export again to get it back)", file=sys.stderr)
+    (folder / "arch.json").unlink(missing_ok=True)  # from here until it is written again: an interrupted export
+
     child = child.to("cpu").eval()
-    probe = torch.randn(2, *ctx.data.input_shape, generator=torch.Generator().manual_seed(0))
+    state = child.state_dict()
+    g = torch.Generator().manual_seed(0)
+    if bake_normalization and pre is not None:
+        shipped: nn.Module = Normalized(child, pre.scale, list(pre.mean), list(pre.std)).eval()
+        probe = torch.rand(2, *ctx.data.input_shape, generator=g) * pre.scale  # raw values
+    else:
+        shipped = child
+        probe = torch.randn(2, *ctx.data.input_shape, generator=g)
     with torch.no_grad():
-        expected = child(probe)
+        expected = shipped(probe)
     checks: dict[str, float] = {}
-    save_torch(folder / "model.pt", {"model": child.state_dict()})
-    if "torchscript" in formats:
+    save_torch(folder / "model.pt", {"model": state})
+    if "torchscript" in wanted:
         with warnings.catch_warnings(), torch.no_grad():
             warnings.simplefilter("ignore")
-            traced = torch.jit.trace(child, probe, check_trace=False)
+            traced = torch.jit.trace(shipped, probe, check_trace=False)
             atomic_write(folder / "model.ts", lambda f: torch.jit.save(traced, f))
             loaded = torch.jit.load(str(folder / "model.ts"))
         with torch.no_grad():
-            checks["torchscript_max_abs_diff"] = float((loaded(probe) - expected).abs().max())
-    if "onnx" in formats:
-        checks.update(_export_onnx(child, probe, expected, folder / "model.onnx"))
+            checks[CHECK_KEYS["torchscript"]] = float((loaded(probe) - expected).abs().max())
+    if "onnx" in wanted:
+        checks.update(_export_onnx(shipped, probe, expected, folder / "model.onnx"))
+    baked = sorted(wanted) if bake_normalization else []
+    names = getattr(ctx.data.spec, "class_names", None)
     write_json(folder / "arch.json", {
-        **cand.to_json(), "space": ctx.cfg.space.model_dump(mode="json"),
+        **cand.to_json(), "space": resolved_dict(ctx.cfg, ctx.options)["space"],
+        "dataset": ctx.cfg.dataset.name,
         "input_shape": list(ctx.data.input_shape), "num_classes": ctx.data.num_classes,
-        "weights": origin, "checks": checks,
+        "class_names": list(names) if names is not None else None,
+        "preprocessing": preprocessing_json(ctx, baked),
+        "weights": origin, "weights_digest": weights_digest(state),
+        "formats": ["json", *sorted(wanted)],
+        "files": ["arch.json", "model.pt", *(FORMAT_FILES[f] for f in sorted(wanted))],
+        "checks": dict(sorted(checks.items())),
     })
     ctx.log.event("export", index=index, arch=cand.arch_str, folder=str(folder), **checks)
     return folder
 
 
+def _onnx_available() -> bool:
+    import importlib.util
+
+    return importlib.util.find_spec("onnx") is not None
+
+
 def _export_onnx(child: nn.Module, probe: torch.Tensor, expected: torch.Tensor, path: Path) -> dict[str, float]:
-    try:
-        import onnx  # noqa: F401
-    except ImportError:
-        raise NascoreError("ONNX export needs the onnx package", hint="pip install 'nascore[onnx]'") from None
+    if not _onnx_available():
+        raise NascoreError("ONNX export needs the onnx package", hint="pip install 'nascore[onnx]'")
     tmp = path.with_suffix(".onnx.tmp")
     path.parent.mkdir(parents=True, exist_ok=True)
     with warnings.catch_warnings():
@@ -98,4 +193,4 @@ def _export_onnx(child: nn.Module, probe: torch.Tensor, expected: torch.Tensor, 
         return {}
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     got = sess.run(None, {"input": probe.numpy()})[0]
-    return {"onnx_max_abs_diff": float((torch.from_numpy(got) - expected).abs().max())}
+    return {CHECK_KEYS["onnx"]: float((torch.from_numpy(got) - expected).abs().max())}
