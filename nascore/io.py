@@ -179,10 +179,9 @@ def write_json(path: str | Path, data: Any) -> None:
 def parse_json_text(text: str, path: str | Path) -> Any:
     """Parse and verify the text of a JSON file ``write_json`` wrote (digest dropped from the result)."""
     try:
-        data = json.loads(text, parse_constant=_reject_constant)
-    except (json.JSONDecodeError, ValueError) as e:
-        where = f" at line {e.lineno}" if isinstance(e, json.JSONDecodeError) else ""
-        raise CheckpointError(f"{path}: not valid JSON ({getattr(e, 'msg', e)}{where})",
+        data = json.loads(text)  # lenient on read: files of older versions may hold a bare NaN
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{path}: not valid JSON ({e.msg} at line {e.lineno})",
                               hint="the file is truncated or corrupted; restore it or start a new run") from None
     slot = _json_slot_blanked(text)
     if slot is not None and isinstance(data, dict):
@@ -193,10 +192,6 @@ def parse_json_text(text: str, path: str | Path) -> Any:
     elif isinstance(data, dict):
         data.pop("sha256", None)  # a hand-written copy of a sealed file: read unverified
     return data
-
-
-def _reject_constant(name: str) -> Any:
-    raise ValueError(f"bare {name} is not JSON")
 
 
 def read_json(path: str | Path) -> Any:
@@ -234,7 +229,7 @@ def seal_text(text: str) -> str:
 def unseal_text(text: str, path: str | Path) -> tuple[str, bool]:
     """(text without its digest line, whether it had one); a wrong digest is a CheckpointError."""
     first, sep, body = text.partition("\n")
-    if not (first.startswith("#") and ("sha256" in first or len(first) == len(_TEXT_PREFIX) + 64 + len(_TEXT_NOTE))):
+    if "sha256" not in first and len(first) != len(_TEXT_PREFIX) + 64 + len(_TEXT_NOTE):
         return text, False
     if not sep or first != _TEXT_PREFIX + hashlib.sha256(body.encode()).hexdigest() + _TEXT_NOTE:
         raise CheckpointError(
@@ -278,7 +273,7 @@ def seal_line(record: dict[str, Any], *, path: str | Path | None = None) -> str:
 
 def parse_line(line: str) -> Any:
     """A JSON line, CRC-checked when it has one; raises ValueError when damaged."""
-    value = json.loads(line, parse_constant=_reject_constant)
+    value = json.loads(line)
     m = _LINE_SLOT.search(line)
     if m is not None and isinstance(value, dict):
         if m.group(1) != "crc32" or f"{zlib.crc32(line[: m.start()].encode()):08x}" != m.group(2):

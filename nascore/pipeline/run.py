@@ -50,7 +50,7 @@ def run_pipeline(ctx: RunContext) -> list[Candidate]:
             if result.done and loop_key is not None:
                 ctx.state.setdefault("loop_done", {})[loop_key] = True
         elif isinstance(stage, ExportStage):
-            export_candidates(ctx, stage.top, stage.formats, stage.bake_normalization)
+            export_candidates(ctx, stage.top, stage.formats)
         elif isinstance(stage, RetrainStage):
             retrain_candidates(ctx, stage, key)
         timings[key] = round(time.time() - t0, 3)
@@ -106,10 +106,10 @@ def resume_run(run_dir: Path, *, quiet: bool = False, registry: Registry | None 
     if ctx.dist.is_main and ctx.state.get("completed"):
         try:
             runfolder.read_results(run_dir)
-            damaged = None if (run_dir / "results.json").exists() else "missing"
+            damaged = None if (run_dir / "results.json").exists() else f"{run_dir / 'results.json'}: missing"
         except CheckpointError as e:
             damaged = str(e).splitlines()[0]
         if damaged is not None:
             ctx.write_results()
-            print(f"nascore: warning: results.json {damaged}; rebuilt it from state.json", file=sys.stderr)
+            print(f"nascore: warning: {damaged}; rebuilt results.json from state.json", file=sys.stderr)
     return ctx
