@@ -50,7 +50,7 @@ def run_pipeline(ctx: RunContext) -> list[Candidate]:
             if result.done and loop_key is not None:
                 ctx.state.setdefault("loop_done", {})[loop_key] = True
         elif isinstance(stage, ExportStage):
-            export_candidates(ctx, stage.top, stage.formats)
+            export_candidates(ctx, stage.top, stage.formats, stage.bake_normalization)
         elif isinstance(stage, RetrainStage):
             retrain_candidates(ctx, stage, key)
         timings[key] = round(time.time() - t0, 3)
