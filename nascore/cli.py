@@ -34,39 +34,7 @@ def _registry() -> Any:
     return get_registry()
 
 
-# -- run / resume ------------------------------------------------------------------------------
-def _load_config(target: str) -> tuple[dict[str, Any], str]:
-    from nascore.config import load_yaml
-
-    path = Path(target)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        return load_yaml(path), str(path)
-    reg = _registry()
-    recipes = reg.components["recipe"]
-    if target in recipes:
-        return _recipe_data(recipes[target]), f"recipe {target!r}"
-    from nascore.errors import UnknownComponent
-
-    import difflib
-
-    close = difflib.get_close_matches(target, list(recipes), n=1)
-    raise UnknownComponent(
-        f"{target!r} is neither a config file nor a recipe" + (f"; did you mean {close[0]!r}?" if close else ""),
-        hint=f"recipes: {', '.join(sorted(recipes)) or '(none installed)'}; or pass a path to a .yaml file",
-    )
-
-
-def _recipe_data(comp: Any) -> dict[str, Any]:
-    import copy
-
-    from nascore.config import load_yaml
-
-    data = comp.factory
-    if isinstance(data, (str, Path)):
-        return load_yaml(data)
-    return copy.deepcopy(data)
-
-
+# -- run / resume (through nascore.api, which a notebook uses the same way) ------------------------
 def _init_distributed() -> None:
     """Join the torch.distributed job when launched by torchrun (no-op otherwise)."""
     if int(os.environ.get("WORLD_SIZE", "1")) <= 1:
@@ -84,30 +52,27 @@ def _set_threads() -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from nascore.config import apply_overrides
-    from nascore.pipeline.run import open_run, run_pipeline
+    from nascore import api
+    from nascore.pipeline.run import run_pipeline
     from nascore.report import summary_table
 
-    data, source = _load_config(args.config)
-    data = apply_overrides(data, args.set or [])
-    name = data.get("name", Path(args.config).stem if source.endswith((".yaml", ".yml")) else args.config)
-    data.setdefault("name", name)
-    out = Path(args.out) if args.out else Path("runs") / (f"{name}-smoke" if args.smoke else str(name))
     _set_threads()
     _init_distributed()
     t0 = time.time()
-    ctx = open_run(data, run_dir=out, smoke=args.smoke, quiet=args.quiet, overwrite=args.overwrite, source=source)
+    ctx = api.start(args.config, overrides=args.set or [], out=args.out, smoke=args.smoke, quiet=args.quiet,
+                    overwrite=args.overwrite)
     return _finish(ctx, run_pipeline, summary_table, t0, args)
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from nascore.pipeline.run import resume_run, run_pipeline
+    from nascore import api
+    from nascore.pipeline.run import run_pipeline
     from nascore.report import summary_table
 
     _set_threads()
     _init_distributed()
     t0 = time.time()
-    ctx = resume_run(Path(args.run_dir), quiet=args.quiet)
+    ctx = api.resume_context(Path(args.run_dir), quiet=args.quiet)
     return _finish(ctx, run_pipeline, summary_table, t0, args)
 
 
@@ -138,9 +103,9 @@ def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: ar
 
 def cmd_export(args: argparse.Namespace) -> int:
     from nascore.pipeline.export import export_one
-    from nascore.pipeline.run import resume_run
+    from nascore import api
 
-    ctx = resume_run(Path(args.run_dir), quiet=True, export_only=True)
+    ctx = api.resume_context(Path(args.run_dir), export_only=True)
     formats, bake = _export_defaults(ctx)  # what the run's own export stage writes
     if args.format:
         formats = ["json", *args.format]
@@ -236,38 +201,21 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def _space(name: str, options: list[str] | None, input_shape: str | None) -> Any:
-    from nascore.config import apply_overrides
+    """Space ``name`` built with a :class:`nascore.roles.SpaceContext` (mnist5k's shape unless ``--input``)."""
+    from nascore import api
 
-    reg = _registry()
-    comp = reg.get("space", name)
-    opts = apply_overrides({}, options or [])
-    ctx = _ShapeCtx(input_shape) if input_shape else None
-    return comp.build(opts, ctx)
-
-
-class _ShapeCtx:
-    """Just enough of a run context for a space factory: the input shape."""
-
-    def __init__(self, text: str) -> None:
-        try:
-            shape = tuple(int(v) for v in text.lower().split("x"))
-            assert len(shape) == 3 and all(v > 0 for v in shape)
-        except (ValueError, AssertionError):
-            raise NascoreError(f"--input {text!r} is not CxHxW", hint="e.g. --input 3x32x32") from None
-
-        class _Data:
-            input_shape = shape
-            num_classes = 10
-
-        self.data = _Data()
+    shape = api.parse_shape(input_shape) if input_shape else api.DEFAULT_INPUT_SHAPE
+    return api.space(name, options or [], input_shape=shape, registry=_registry())
 
 
 def cmd_spaces(args: argparse.Namespace) -> int:
+    from nascore.roles import SpaceContext
+
     reg = _registry()
     for name in reg.names("space"):
         c = reg.components["space"][name]
         try:
-            space = c.build({}, None)
+            space = c.build({}, SpaceContext(registry=reg))  # a factory always gets a context
             size = f"{space.size():,}" if space.size() < 10**12 else f"{float(space.size()):.2e}"
             print(f"{name:<12} {len(space.decisions):>3} decisions  {size:>18} architectures   {c.summary}")
         except Exception as e:  # noqa: BLE001 - one broken space must not hide the others

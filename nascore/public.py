@@ -28,7 +28,7 @@ PLUGIN_API: dict[str, tuple[str, ...]] = {
     "nascore.data": ("DatasetSpec", "DataBundle", "Preprocessing"),
     "nascore.io": ("atomic_write", "read_json", "write_json", "write_text", "save_torch", "load_torch"),
     # the role contracts and what a component sees
-    "nascore.roles": ("Context", "Trainer", "Evaluator", "Selector", "Distiller", "SearchResult"),
+    "nascore.roles": ("Context", "Trainer", "Evaluator", "Selector", "Distiller", "SearchResult", "SpaceContext"),
     # what components build on
     "nascore.trainer": ("SupernetTrainer", "TrainerConfig", "lr_factor", "rng_state_json", "rng_from_json"),
     "nascore.search": ("evaluate", "rank", "sample_feasible", "objective"),

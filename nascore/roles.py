@@ -213,3 +213,44 @@ class Distiller(Protocol):
         ctx: "Context",
         trainer: Any,
     ) -> torch.Tensor: ...
+
+
+class SpaceData:
+    """The part of a dataset a search space reads: the input shape (C, H, W) and the class count."""
+
+    def __init__(self, input_shape: Sequence[int], num_classes: int) -> None:
+        from nascore.errors import NascoreError
+
+        shape = tuple(int(v) for v in input_shape)
+        if len(shape) != 3 or any(v <= 0 for v in shape) or int(num_classes) <= 0:
+            raise NascoreError(f"input shape {list(shape)} with {num_classes} classes: need C, H, W > 0 and classes > 0",
+                               hint="e.g. input_shape=(3, 32, 32), num_classes=10")
+        self.input_shape: tuple[int, ...] = shape
+        self.num_classes = int(num_classes)
+
+
+class SpaceContext:
+    """The context a space factory gets outside a run (``nascore spaces``/``sample``/``cost``,
+    ``nascore.api.space``, the contract suite).
+
+    A space factory may read only this much of any context — ``ctx.data.input_shape``,
+    ``ctx.data.num_classes``, ``ctx.registry``, ``ctx.smoke``, ``ctx.stage_seed()`` — so the same
+    factory works inside a run (a full :class:`Context`) and outside one. Default input: mnist5k's.
+    """
+
+    run_dir = None
+    quiet = True
+    stage_key = "space"
+
+    def __init__(self, input_shape: Sequence[int] = (1, 28, 28), num_classes: int = 10,
+                 registry: "ComponentLookup | None" = None, seed: int = 0, smoke: bool = False) -> None:
+        self.data = SpaceData(input_shape, num_classes)
+        self.registry = registry
+        self.seed = seed
+        self.smoke = smoke
+
+    def stage_seed(self, stream: str = "") -> int:
+        import hashlib
+
+        h = hashlib.sha256(f"{self.seed}/{self.stage_key}/{stream}".encode()).digest()
+        return int.from_bytes(h[:4], "little")

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("components", ("nascore.builtin",)),
     ("registry", ("nascore.registry",)),
     ("pipeline", ("nascore.pipeline",)),
-    ("surfaces", ("nascore", "nascore.__main__", "nascore.cli", "nascore.report", "nascore.ranking", "nascore.testing",
+    ("surfaces", ("nascore", "nascore.__main__", "nascore.api", "nascore.cli", "nascore.report", "nascore.ranking", "nascore.testing",
                   "nascore.public")),
 ]
 
