@@ -10,16 +10,29 @@ from __future__ import annotations
 
 import copy
 import importlib.util
+import math
+import re
 from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, Literal, Union
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from nascore.errors import ConfigError, UnknownComponent
 
-STRICT = ConfigDict(extra="forbid")
+# Unknown fields are errors, and so are inf/nan where a number is expected (``lr: .inf`` would
+# otherwise validate and train to a NaN loss).
+STRICT = ConfigDict(extra="forbid", allow_inf_nan=False)
+
+SEED_MAX = 2**32 - 1
+"""Largest run seed: every seed nascore derives from it (splits, epochs, stages) stays within 64 bits."""
+NAME_MAX = 100
+"""Longest run name: it becomes a folder name (``runs/<name>-smoke``), which filesystems cap at 255 bytes."""
+_NAME_BAD_START = (".", "-", " ")
+_DEVICE_OK = re.compile(r"auto|cpu|mps|(cuda|xpu)(:[0-9]+)?")
+EXPORT_EXTRAS = {"onnx": ("onnx", "onnxruntime")}
+"""The packages each export format needs beyond the core (the ``onnx`` extra: pip install 'nascore[onnx]')."""
 
 
 class Ref(BaseModel):
@@ -143,8 +156,9 @@ class RunConfig(BaseModel):
     """A whole run: what to search, on what data, under which constraint, in which stages."""
 
     model_config = STRICT
-    name: str = Field("run", description="run name (default run folder: runs/<name>)")
-    seed: int = Field(0, ge=0)
+    name: str = Field("run", description="run name (default run folder: runs/<name>): at most 100 characters, "
+                      "no '/', '\\\\' or '..'")
+    seed: int = Field(0, ge=0, le=SEED_MAX, description="run seed, 0 … 2^32-1")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N")
     space: Ref
     dataset: Ref
@@ -159,6 +173,27 @@ class RunConfig(BaseModel):
 
 
 def _loc(loc: tuple) -> str:
+    @field_validator("name")
+    @classmethod
+    def _safe_name(cls, v: str) -> str:
+        """The name becomes ``runs/<name>``: it must stay one plain folder inside runs/."""
+        if len(v) > NAME_MAX:
+            raise ValueError(f"a run name is at most {NAME_MAX} characters (got {len(v)}); pass --out for the folder")
+        if "/" in v or "\\" in v or ".." in v:
+            raise ValueError("a run name may not contain '/', '\\' or '..' (it names a folder inside runs/); "
+                             "pass --out DIR to choose where the run goes")
+        if not v or v.startswith(_NAME_BAD_START) or any(ord(c) < 32 or ord(c) == 127 for c in v):
+            raise ValueError("a run name is not empty, does not start with '.', '-' or a space, and holds no "
+                             "control characters")
+        return v
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v: str) -> str:
+        if not _DEVICE_OK.fullmatch(v):
+            raise ValueError("not a device: use auto, cpu, cuda, cuda:N (or mps, xpu, xpu:N)")
+        return v
+
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -181,6 +216,8 @@ def format_pydantic(err: ValidationError, prefix: str = "") -> list[str]:
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             msg = "unknown field (remove it or check its spelling)"
+        if e["type"] == "value_error" and msg.startswith("Value error, "):
+            msg = msg[len("Value error, "):]
         got = e.get("input")
         shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
         if e["type"] == "union_tag_invalid":
@@ -252,7 +289,15 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     if not p.exists():
         raise ConfigError([f"{p}: no such file"], source="config")
     try:
-        data = yaml.safe_load(p.read_text())
+        data = yaml.safe_load(text)
+    if p.is_dir():
+        raise ConfigError([f"{p}: is a folder, not a config file (pass a .yaml file, a recipe name, or "
+                           f"`nascore resume {p}` for a run folder)"], source="config")
+    try:
+        text = p.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as e:
+        why = e.strerror if isinstance(e, OSError) and e.strerror else f"not UTF-8 text ({e.__class__.__name__})"
+        raise ConfigError([f"{p}: cannot be read: {why}"], source="config") from None
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -288,13 +333,54 @@ def iter_refs(cfg: RunConfig) -> list[tuple[str, str, Ref]]:
 
 def validate(
     data: dict[str, Any], registry: Any, source: str = "config", *,
+def _non_finite(value: Any, where: str) -> list[str]:
+    """Paths under ``value`` (a validated options model) holding inf or nan."""
+    if isinstance(value, float):
+        return [] if math.isfinite(value) else [where]
+    if isinstance(value, BaseModel):
+        return [p for k in type(value).model_fields for p in _non_finite(getattr(value, k), f"{where}.{k}")]
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _non_finite(v, f"{where}.{k}")]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _non_finite(v, f"{where}[{i}]")]
+    return []
+
+
+def _finite_problems(model: BaseModel, raw: dict[str, Any], prefix: str) -> list[str]:
+    """inf/nan that a user put into a component's options (a plugin's model may not forbid them)."""
+    out = []
+    for key in raw:
+        if key in type(model).model_fields:
+            for where in _non_finite(getattr(model, key), f"{prefix}.{key}"):
+                out.append(f"{where}: must be a finite number (got {raw[key]!r})")
+    return out
+
+
+def _module_available(name: str) -> bool:
+    return importlib.util.find_spec(name) is not None
+
+
+def export_formats(stages: list[Any]) -> set[str]:
+    """Every format an ``export`` stage of ``stages`` (loops included) writes."""
+    out: set[str] = set()
+    for st in stages:
+        if isinstance(st, ExportStage):
+            out |= set(st.formats)
+        elif isinstance(st, LoopStage):
+            out |= export_formats(st.stages)
+    return out
+
+
     tensorboard_available: Callable[[], bool] | None = None,
 ) -> tuple[RunConfig, dict[str, BaseModel]]:
     """Validate a whole config; returns the model and every component's validated options.
+    module_available: Callable[[str], bool] | None = None,
 
-    Checked against what is installed: the components (``registry``) and, for ``tensorboard:
-    true``, the tensorboard package (``tensorboard_available``; the pipeline passes its
-    :func:`nascore.pipeline.tensorboard.available`, the default looks the package up).
+    Checked against what is installed: the components (``registry``), for ``tensorboard:
+    true`` the tensorboard package (``tensorboard_available``; the pipeline passes its
+    :func:`nascore.pipeline.tensorboard.available`, the default looks the package up), and the
+    packages each requested export format needs (:data:`EXPORT_EXTRAS`, looked up with
+    ``module_available``). Numbers must be finite, in component options too.
     Raises :class:`ConfigError` listing every problem at once.
     """
     try:
@@ -315,6 +401,14 @@ def validate(
             problems.extend(format_pydantic(e, prefix=f"{path}.options"))
     if cfg.tensorboard:
         available = tensorboard_available or (lambda: importlib.util.find_spec("tensorboard") is not None)
+            continue
+        problems.extend(_finite_problems(options[path], ref.options, f"{path}.options"))
+    have = module_available or _module_available
+    for fmt in sorted(export_formats(cfg.stages)):
+        missing = [m for m in EXPORT_EXTRAS.get(fmt, ()) if not have(m)]
+        if missing:
+            problems.append(f"stages: export format {fmt!r} needs the package(s) {', '.join(missing)}, not installed "
+                            f"— pip install 'nascore[{fmt}]', or drop {fmt!r} from the export stage's formats")
         if not available():
             problems.append("tensorboard: the tensorboard package is not installed (got true) — "
                             "pip install 'nascore[tensorboard]', or set tensorboard: null to write only when installed")

@@ -55,11 +55,7 @@ class RunContext:
         self.dist = DistInfo()
         self.device = pick_device(cfg.device)
         self.stage_key = "setup"
-        self.log = MetricsLog(
-            self.run_dir / "metrics.jsonl" if self.run_dir else None, enabled=self.dist.is_main,
-            tensorboard=tensorboard.resolve(cfg.tensorboard) and self.dist.is_main,
-            config_text=(self.run_dir / "config.yaml").read_text() if self.run_dir and (self.run_dir / "config.yaml").exists() else None,
-        )
+        self.log = self._open_log()
         self.state: dict[str, Any] = runfolder.new_state()
         self.candidates: list[Candidate] = []
         self.distiller: Any = None
@@ -79,6 +75,20 @@ class RunContext:
         self.space: SearchSpace = self.base_space
 
     # -- construction --------------------------------------------------------------------------
+    def _open_log(self) -> MetricsLog:
+        cfg, run_dir = self.cfg, self.run_dir
+        return MetricsLog(
+            run_dir / "metrics.jsonl" if run_dir else None, enabled=self.dist.is_main,
+            tensorboard=tensorboard.resolve(cfg.tensorboard) and self.dist.is_main,
+            config_text=(run_dir / "config.yaml").read_text() if run_dir and (run_dir / "config.yaml").exists() else None,
+        )
+
+    def attach_run_dir(self, run_dir: Path) -> None:
+        """Give a context built before its run folder existed (checks first, then writes) that folder."""
+        self.log.close()
+        self.run_dir = Path(run_dir)
+        self.log = self._open_log()
+
     def build(self, role: str, ref: Ref, path: str) -> Any:
         comp = self.registry.get(role, ref.name)
         opts = self.options.get(path)

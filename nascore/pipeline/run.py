@@ -21,6 +21,7 @@ from nascore.pipeline import runfolder, tensorboard
 from nascore.pipeline.context import RunContext
 from nascore.pipeline.distributed import DistInfo
 from nascore.pipeline.export import export_candidates
+from nascore.pipeline.preflight import preflight
 from nascore.pipeline.retrain import retrain_candidates
 from nascore.pipeline.stages import iter_stages, run_search, run_train, stage_name
 from nascore.registry import Registry, get_registry
@@ -72,10 +73,15 @@ def open_run(
     if run_dir is not None and not resume:  # a folder of another run is refused before anything is written
         runfolder.check_free(run_dir, overwrite)
     cfg, options = validate(data, registry, source=source, tensorboard_available=tensorboard.available)
-    if run_dir is not None and not resume and DistInfo().is_main:
+    new = run_dir is not None and not resume
+    # Device, dataset, space and constraint are checked before the folder is touched (docs/config.md).
+    ctx = RunContext(cfg, options, registry, None if new else run_dir, smoke=smoke, quiet=quiet)
+    preflight(ctx)
+    if new and DistInfo().is_main:
         # ``overwrite``: everything of the previous run is deleted first, so nothing of it leaks into this one
         runfolder.prepare_run_dir(run_dir, resolved_dict(cfg, options), overwrite=overwrite)
-    ctx = RunContext(cfg, options, registry, run_dir, smoke=smoke, quiet=quiet)
+    if new:
+        ctx.attach_run_dir(run_dir)
     if run_dir is not None:
         if resume:
             ctx.restore()
