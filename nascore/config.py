@@ -171,8 +171,6 @@ class RunConfig(BaseModel):
         None, description="mirror metrics.jsonl as TensorBoard event files in the run folder; "
         "null: when the tensorboard package is installed (pip install 'nascore[tensorboard]')")
 
-
-def _loc(loc: tuple) -> str:
     @field_validator("name")
     @classmethod
     def _safe_name(cls, v: str) -> str:
@@ -194,6 +192,8 @@ def _loc(loc: tuple) -> str:
             raise ValueError("not a device: use auto, cpu, cuda, cuda:N (or mps, xpu, xpu:N)")
         return v
 
+
+def _loc(loc: tuple) -> str:
     out = ""
     for part in loc:
         if isinstance(part, int):
@@ -214,10 +214,10 @@ def format_pydantic(err: ValidationError, prefix: str = "") -> list[str]:
         if prefix:
             where = f"{prefix}.{where}" if where != "(top level)" else prefix
         msg = e["msg"]
-        if e["type"] == "extra_forbidden":
-            msg = "unknown field (remove it or check its spelling)"
         if e["type"] == "value_error" and msg.startswith("Value error, "):
             msg = msg[len("Value error, "):]
+        if e["type"] == "extra_forbidden":
+            msg = "unknown field (remove it or check its spelling)"
         got = e.get("input")
         shown = "" if e["type"] in ("missing", "extra_forbidden") or isinstance(got, dict) else f" (got {got!r})"
         if e["type"] == "union_tag_invalid":
@@ -288,8 +288,6 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if not p.exists():
         raise ConfigError([f"{p}: no such file"], source="config")
-    try:
-        data = yaml.safe_load(text)
     if p.is_dir():
         raise ConfigError([f"{p}: is a folder, not a config file (pass a .yaml file, a recipe name, or "
                            f"`nascore resume {p}` for a run folder)"], source="config")
@@ -298,6 +296,8 @@ def load_yaml(path: str | Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError) as e:
         why = e.strerror if isinstance(e, OSError) and e.strerror else f"not UTF-8 text ({e.__class__.__name__})"
         raise ConfigError([f"{p}: cannot be read: {why}"], source="config") from None
+    try:
+        data = yaml.safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -331,8 +331,6 @@ def iter_refs(cfg: RunConfig) -> list[tuple[str, str, Ref]]:
     return refs
 
 
-def validate(
-    data: dict[str, Any], registry: Any, source: str = "config", *,
 def _non_finite(value: Any, where: str) -> list[str]:
     """Paths under ``value`` (a validated options model) holding inf or nan."""
     if isinstance(value, float):
@@ -371,10 +369,12 @@ def export_formats(stages: list[Any]) -> set[str]:
     return out
 
 
+def validate(
+    data: dict[str, Any], registry: Any, source: str = "config", *,
     tensorboard_available: Callable[[], bool] | None = None,
+    module_available: Callable[[str], bool] | None = None,
 ) -> tuple[RunConfig, dict[str, BaseModel]]:
     """Validate a whole config; returns the model and every component's validated options.
-    module_available: Callable[[str], bool] | None = None,
 
     Checked against what is installed: the components (``registry``), for ``tensorboard:
     true`` the tensorboard package (``tensorboard_available``; the pipeline passes its
@@ -399,8 +399,6 @@ def export_formats(stages: list[Any]) -> set[str]:
             options[path] = comp.config.model_validate(ref.options)
         except ValidationError as e:
             problems.extend(format_pydantic(e, prefix=f"{path}.options"))
-    if cfg.tensorboard:
-        available = tensorboard_available or (lambda: importlib.util.find_spec("tensorboard") is not None)
             continue
         problems.extend(_finite_problems(options[path], ref.options, f"{path}.options"))
     have = module_available or _module_available
@@ -409,6 +407,8 @@ def export_formats(stages: list[Any]) -> set[str]:
         if missing:
             problems.append(f"stages: export format {fmt!r} needs the package(s) {', '.join(missing)}, not installed "
                             f"— pip install 'nascore[{fmt}]', or drop {fmt!r} from the export stage's formats")
+    if cfg.tensorboard:
+        available = tensorboard_available or (lambda: importlib.util.find_spec("tensorboard") is not None)
         if not available():
             problems.append("tensorboard: the tensorboard package is not installed (got true) — "
                             "pip install 'nascore[tensorboard]', or set tensorboard: null to write only when installed")
