@@ -46,7 +46,9 @@ def child_with_weights(ctx: Context, index: int) -> tuple[nn.Module, str]:
     retrained = ctx.run_dir / "retrain" / f"{index}" / "model.pt" if ctx.run_dir else None
     child = ctx.supernet.child(cand.arch, inherit=True)
     if retrained is not None and retrained.exists():
-        child.load_state_dict(load_torch(retrained)["model"])
+        from nascore.pipeline.runfolder import load_state_into
+
+        load_state_into(child, load_torch(retrained), retrained, key="model")
         origin = "retrained"
     else:
         n = 2 if ctx.smoke else 20

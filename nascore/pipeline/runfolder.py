@@ -75,9 +75,9 @@ class RetrainRecord(_Record):
 class StateFile(_Record):
     """``state.json``."""
 
-    version: int = STATE_VERSION
-    completed: list[str] = []
-    candidates: list[CandidateRecord] = []
+    version: int
+    completed: list[str]
+    candidates: list[CandidateRecord]
     loop_done: dict[str, bool] = {}
     space_allowed: list[list[str]] | None = None
     timings: dict[str, float] = {}
@@ -97,7 +97,7 @@ class ResultsFile(_Record):
     dataset: str | None = None
     constraint: str | None = None
     input_shape: list[int] = []
-    candidates: list[ResultCandidate] = []
+    candidates: list[ResultCandidate]
     timings: dict[str, float] = {}
 
 
@@ -287,6 +287,15 @@ def load_w0(run_dir: Path | None) -> dict[str, torch.Tensor] | None:
     return None
 
 
+def load_state_into(module: torch.nn.Module, saved: Any, path: Path, key: str = "supernet") -> None:
+    """Load ``saved[key]`` into ``module``; a checkpoint of another shape is a CheckpointError naming the file."""
+    try:
+        module.load_state_dict(weights_of(saved, path, key))
+    except RuntimeError as e:
+        raise CheckpointError(f"{path}: does not fit this run's model ({str(e).splitlines()[0][:200]})",
+                              hint="the file belongs to another run or is damaged") from None
+
+
 def weights_of(saved: Any, path: Path, key: str = "supernet") -> dict[str, torch.Tensor]:
     """``saved[key]`` of a checkpoint, checked to be a state dict (a CheckpointError naming the file)."""
     weights = saved.get(key) if isinstance(saved, dict) else None
@@ -366,9 +375,23 @@ def write_results(ctx: Context) -> None:
         "input_shape": list(ctx.data.input_shape),
         "cost_definition": "MACs and params counted by fvcore (one multiply-add = 1)",
         "candidates": [
-            {**c.to_json(), **({"retrain": retrain[c.arch_str]} if c.arch_str in retrain else {})}
+            {**c.to_json(), **({"retrain": retrain[c.arch_str]} if c.arch_str in retrain else {}),
+             **_latency_of(ctx, c)}
             for c in ctx.candidates
         ],
+        **({"latency_table": ctx.latency.describe()} if getattr(ctx, "latency", None) is not None else {}),
         "timings": ctx.state.get("timings", {}),
         "nascore": __version__,
     })
+
+
+def _latency_of(ctx: Context, cand: Any) -> dict[str, Any]:
+    """Predicted latency (ms, from the run's latency table) and, once exported, the measured one."""
+    out: dict[str, Any] = {}
+    lat = getattr(ctx.cost, "latency_ms", None) if getattr(ctx, "latency_table_path", None) else None
+    if lat is not None:
+        out["latency_ms"] = lat(cand.arch)
+    measured = ctx.state.get("export_latency", {}).get(cand.arch_str)
+    if measured is not None:
+        out["latency_measured"] = measured
+    return out
