@@ -30,7 +30,8 @@ PLUGIN_API: dict[str, tuple[str, ...]] = {
     # the role contracts and what a component sees
     "nascore.roles": ("Context", "Trainer", "Evaluator", "Selector", "Distiller", "SearchResult", "SpaceContext"),
     # what components build on
-    "nascore.trainer": ("SupernetTrainer", "TrainerConfig", "lr_factor", "rng_state_json", "rng_from_json"),
+    "nascore.trainer": ("SupernetTrainer", "TrainerConfig", "lr_factor", "rng_state_json", "rng_from_json",
+                        "diverged", "weights_finite", "stage_field"),
     "nascore.search": ("evaluate", "rank", "sample_feasible", "objective"),
     "nascore.evaluate": ("accuracy", "bn_state", "load_bn_state", "recalibrate_bn"),
     "nascore.methods.teacher": ("Teacher", "load_teacher", "largest_arch", "classifier_of"),

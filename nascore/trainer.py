@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 class TrainerConfig(BaseModel):
     """Options shared by every supernet trainer (plugins subclass this model)."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
     epochs: int = Field(5, gt=0, description="passes over the train split")
     steps_per_epoch: int | None = Field(None, gt=0, description="cap on batches per epoch")
     optimizer: Literal["sgd", "adam"] = "sgd"
@@ -66,6 +66,42 @@ def distiller_lr_factor(distiller: Any, step: int, total: int) -> float | None:
     """
     hook = getattr(distiller, "lr_factor", None) if distiller is not None else None
     return hook(step, total) if hook is not None else None
+
+
+def stage_field(stage_key: str, field: str) -> str:
+    """The config path of ``field`` of the stage with ``stage_key`` (``"3.1.0"``: loop 3, round 1,
+    inner stage 0 → ``stages.3.stages.0.<field>``), as ``--set`` takes it."""
+    parts = stage_key.split(".")
+    path = f"stages.{parts[0]}"
+    rest = parts[1:]
+    while len(rest) >= 2:
+        _round, idx, *rest = rest
+        path += f".stages.{idx}"
+    return f"{path}.{field}"
+
+
+def diverged(
+    value: float, *, stage: str, step: int, what: str, lr_field: str, lr: float | None = None,
+    epoch: int | None = None, checkpoints: Any = None, extra_fix: str = "", detail: str = "",
+) -> TrainingDiverged:
+    """The error every training loop raises on a non-finite loss or weights: names the stage, the
+    step and the likely fix (a lower learning rate), and says the last good checkpoint is kept."""
+    at = f"step {step}" + (f" (epoch {epoch})" if epoch is not None else "")
+    now = f" (now {lr:g})" if lr is not None else ""
+    kept = f"; the last good checkpoint in {checkpoints} is kept" if checkpoints else ""
+    return TrainingDiverged(
+        f"stage {stage} ({what}): {value} at {at}{detail}",
+        hint=f"the learning rate is the usual cause: run again with a lower one, e.g. --set {lr_field}=…{now}"
+             f"{extra_fix}{kept}",
+    )
+
+
+def weights_finite(module: torch.nn.Module) -> bool:
+    """Whether every parameter and buffer of ``module`` is finite (checked before a checkpoint is written,
+    so that a diverged step never replaces the last good checkpoint)."""
+    with torch.no_grad():
+        return all(bool(torch.isfinite(t).all()) for t in (*module.parameters(), *module.buffers())
+                   if t.is_floating_point())
 
 
 def make_optimizer(params: Any, cfg: TrainerConfig) -> torch.optim.Optimizer:
@@ -222,12 +258,29 @@ class SupernetTrainer:
                     if self.step % ctx.cfg.log_every == 0 or self.step == total:
                         ctx.log.metric("train", step=self.step, epoch=epoch, stage=ctx.stage_key, **metrics)
                     if self.step % ctx.cfg.checkpoint_every == 0 and self.step < total:
+                        self.check_weights(ctx)
                         ctx.checkpoints.save(self.state_dict(ctx))
                     if self.step >= total:
                         break
         finally:
             bar.close()
+        self.check_weights(ctx)
         ctx.checkpoints.save(self.state_dict(ctx))
+
+    def diverged(self, ctx: "Context", value: str, arch: Architecture | None = None) -> TrainingDiverged:
+        """:func:`diverged` for this trainer's stage, step and learning rate."""
+        what = f"train, {type(self).__name__}"
+        path = f" on path {ctx.space.format(arch)}" if arch is not None else ""
+        return diverged(
+            value, detail=path, stage=ctx.stage_key, step=self.step, epoch=self.epoch, what=what,
+            lr_field=stage_field(ctx.stage_key, "trainer.options.lr"), lr=self.cfg.lr,
+            checkpoints=ctx.checkpoints.directory, extra_fix=" (or on_nan: skip in the trainer options)")
+
+    def check_weights(self, ctx: "Context") -> None:
+        """Refuse to checkpoint non-finite weights: the last good checkpoint stays the newest."""
+        if not weights_finite(ctx.supernet):
+            ctx.log.event("nan", step=self.step, what="weights")
+            raise self.diverged(ctx, "the supernet's weights became non-finite")
 
     def set_lr(self, total: int) -> None:
         """This step's learning rate: the distiller's schedule when it has one (PWKD), else the config's."""
@@ -248,16 +301,11 @@ class SupernetTrainer:
         opt.zero_grad(set_to_none=True)
         loss, logits = self.compute_loss(ctx, x, y, arch)
         if not torch.isfinite(loss):
-            where = f"step {self.step} (epoch {self.epoch}) on path {ctx.space.format(arch)}"
             ctx.log.event("nan", step=self.step, arch=ctx.space.format(arch), loss=float(loss.detach()))
             if self.cfg.on_nan == "skip":
                 self.step += 1
                 return {"skipped": 1.0}
-            raise TrainingDiverged(
-                f"the training loss became {float(loss.detach())} at {where}",
-                hint="lower the learning rate or set on_nan: skip in the trainer options; the last good "
-                f"checkpoint is kept in {ctx.checkpoints.directory}",
-            )
+            raise self.diverged(ctx, f"the training loss became {float(loss.detach())}", arch)
         loss.backward()
         if self.cfg.null_inactive_grads:
             self.clear_inactive_grads(ctx, arch)

@@ -32,7 +32,7 @@ from torch import nn
 from nascore.arch import Architecture, option_members
 from nascore.errors import NascoreError
 from nascore.evaluate import bn_state, load_bn_state
-from nascore.trainer import lr_factor
+from nascore.trainer import diverged, lr_factor, stage_field
 
 ALPHA_STATE_KEY = "alpha"
 
@@ -245,11 +245,10 @@ def train_steps(
         opt.zero_grad(set_to_none=True)
         logits = net(x)
         loss = F.cross_entropy(logits, y)
-        if not torch.isfinite(loss):
-            raise NascoreError(
-                f"the loss became {float(loss)} while training {ctx.space.format(arch)}",
-                hint="lower the learning rate of this stage",
-            )
+        if not torch.isfinite(loss):  # the selector's per-child training (TNAS): its lr is a selector option
+            raise diverged(f"the loss became {float(loss)} while training {ctx.space.format(arch)}",
+                           stage=ctx.stage_key, step=step, what="training a path", lr=lr,
+                           lr_field=stage_field(ctx.stage_key, "selector.options.lr"))
         loss.backward()
         ctx.allreduce_grads(net)
         if grad_clip:

@@ -7,6 +7,8 @@ most one epoch; the weights land in ``retrain/<rank>/model.pt`` and the accuracy
 
 from __future__ import annotations
 
+import math
+
 import torch
 import torch.nn.functional as F
 
@@ -15,7 +17,7 @@ from nascore.evaluate import accuracy
 from nascore.io import save_torch
 from nascore.pipeline.stages import option_path
 from nascore.roles import Context
-from nascore.trainer import distiller_lr_factor, lr_factor
+from nascore.trainer import diverged, distiller_lr_factor, lr_factor, stage_field, weights_finite
 
 
 def retrain_candidates(ctx: Context, stage: RetrainStage, key: str) -> None:
@@ -27,6 +29,11 @@ def retrain_candidates(ctx: Context, stage: RetrainStage, key: str) -> None:
             continue
         results[cand.arch_str] = retrain_one(ctx, stage, i)
         ctx.write_state()
+
+
+def _diverged(ctx: Context, stage: RetrainStage, index: int, what: str, step: int, epoch: int) -> Exception:
+    return diverged(what, stage=ctx.stage_key, step=step, epoch=epoch, what=f"retrain #{index}",
+                    lr_field=stage_field(ctx.stage_key, "lr"), lr=stage.lr, checkpoints=ctx.checkpoints.directory)
 
 
 def retrain_one(ctx: Context, stage: RetrainStage, index: int) -> dict[str, float]:
@@ -69,6 +76,9 @@ def retrain_one(ctx: Context, stage: RetrainStage, index: int) -> dict[str, floa
             if distiller is not None:
                 kd = distiller.loss(logits, x, y, cand.arch, ctx, None)
                 loss = kd if getattr(distiller, "replaces_ce", False) else loss + kd
+            if not torch.isfinite(loss):  # a sync per step; a retrain is short next to its forward/backward
+                ctx.log.event("nan", stage=ctx.stage_key, index=index, step=step, loss=float(loss.detach()))
+                raise _diverged(ctx, stage, index, f"the training loss became {float(loss.detach())}", step, epoch)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             ctx.allreduce_grads(child)
@@ -76,6 +86,8 @@ def retrain_one(ctx: Context, stage: RetrainStage, index: int) -> dict[str, floa
             bar.update(1)
             if not bar.disable and step % ctx.cfg.log_every == 0:  # .item() syncs a GPU: not every step
                 bar.set_postfix({"loss": f"{float(loss.detach()):.3g}", "epoch": epoch})
+        if not weights_finite(child):  # never replace the last good checkpoint with diverged weights
+            raise _diverged(ctx, stage, index, "the weights became non-finite", (epoch + 1) * spe - 1, epoch)
         ckpt.save({"model": child.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
                    "torch_rng": torch.get_rng_state()})
         ctx.log.metric("retrain", index=index, epoch=epoch, loss=float(loss.detach()))
@@ -84,6 +96,8 @@ def retrain_one(ctx: Context, stage: RetrainStage, index: int) -> dict[str, floa
     acc, loss = accuracy(child, data.batches(eval_split, shuffle=False, batch_size=data.eval_batch_size,
                                                 drop_last=False, limit=2 if ctx.smoke else None, device=ctx.device,
                                                 shard=False))
+    if not (math.isfinite(acc) and math.isfinite(loss)):
+        raise _diverged(ctx, stage, index, f"the test loss is {loss} after training", total - 1, epochs - 1)
     if ctx.run_dir is not None and ctx.dist.is_main:
         save_torch(ctx.run_dir / "retrain" / f"{index}" / "model.pt", {"model": child.state_dict()})
     out = {"test_acc": acc, "test_loss": loss, "epochs": epochs, "split": eval_split, "inherit": stage.inherit}

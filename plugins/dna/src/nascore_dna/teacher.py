@@ -21,7 +21,7 @@ from nascore.errors import NascoreError
 from nascore.evaluate import accuracy
 from nascore.io import read_json, save_torch, write_json
 from nascore.methods.teacher import Teacher, largest_arch, load_teacher
-from nascore.trainer import lr_factor
+from nascore.trainer import diverged, lr_factor, stage_field, weights_finite
 
 from nascore_dna.blocks import (
     Blocks, block_output_shapes, cut_by_shape, group_units, student_blocks, torchvision_units, unit_shapes,
@@ -158,6 +158,11 @@ def train_teacher(ctx: Any, arch_text: str | None, epochs: int, lr: float) -> tu
             for g in opt.param_groups:
                 g["lr"] = lr * lr_factor(epoch * spe + b, total, "cosine")
             loss = F.cross_entropy(model(x), y)
+            if not torch.isfinite(loss):
+                raise diverged(f"the teacher's training loss became {float(loss)}", stage=ctx.stage_key,
+                               step=epoch * spe + b, epoch=epoch, what="dna teacher", lr=lr,
+                               lr_field=stage_field(ctx.stage_key, "trainer.options.teacher_lr"),
+                               checkpoints=ckpt.directory)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             ctx.allreduce_grads(model)  # every rank trains the same teacher on the global batch
@@ -165,6 +170,10 @@ def train_teacher(ctx: Any, arch_text: str | None, epochs: int, lr: float) -> tu
             bar.update(1)
             if not bar.disable and b % ctx.cfg.log_every == 0:
                 bar.set_postfix({"loss": f"{float(loss.detach()):.3g}", "epoch": epoch})
+        if not weights_finite(model):  # the last good checkpoint stays the newest
+            raise diverged("the teacher's weights became non-finite", stage=ctx.stage_key, step=(epoch + 1) * spe - 1,
+                           epoch=epoch, what="dna teacher", lr=lr, checkpoints=ckpt.directory,
+                           lr_field=stage_field(ctx.stage_key, "trainer.options.teacher_lr"))
         ckpt.save({"model": model.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1})
     bar.close()
     acc, _ = accuracy(model, ctx.data.batches("archval", shuffle=False, batch_size=ctx.data.eval_batch_size,
