@@ -239,3 +239,19 @@ def test_abs_spos_recipe_runs_end_to_end_in_smoke_mode(tmp_path: Path) -> None:
     assert ctx.candidates and all(ctx.space.contains(c.arch) for c in ctx.candidates)
     assert all(ctx.feasible(c.arch) for c in ctx.candidates)
     assert ctx.state["retrain"] and (tmp_path / "run" / "checkpoints" / "w0.pt").exists()
+
+
+def test_the_testbed_pipeline_shrinks_each_bed_to_two_ops_per_layer() -> None:
+    """The ABS ranking row / benchmarks/abs_shrink.py config: the target is sized per bed (16 of 81 on
+    tiny_chain, 16 of 256 on the cost-matched tiny_matched); a bed without one is refused by name."""
+    import pytest
+
+    from nascore_abs.ranking import abs_spos_config
+
+    for bed, size in (("tiny_chain", 81), ("tiny_matched", 256)):
+        cfg = abs_spos_config(0, space=bed)
+        assert cfg["space"] == {"name": bed}
+        assert cfg["stages"][1]["selector"]["options"]["target_size"] == 16 < size
+    assert abs_spos_config(0, space="tiny_matched", target_size=64)["stages"][1]["selector"]["options"]["target_size"] == 64
+    with pytest.raises(ValueError, match="tiny_cell"):
+        abs_spos_config(0, space="tiny_cell")
