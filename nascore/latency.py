@@ -269,16 +269,18 @@ class LatencyTable:
         return self.scale * self.block_sum(arch) + self.offset
 
     def attach(self, cost: Any) -> Any:
-        """``cost`` (the run's MACs/params table) carrying this table's predicted latency."""
-        if not isinstance(cost, CostTable):
-            raise NascoreError(
-                f"this space's cost table ({type(cost).__name__}) does not take a latency table",
-                hint="latency constraints work on spaces whose cost is a plain per-option nascore.cost.CostTable")
-        if len(cost.macs_table) != len(self.blocks):
-            raise NascoreError(f"the latency table has {len(self.blocks)} decisions, the space {len(cost.macs_table)}")
+        """``cost`` (the run's MACs/params table) carrying this table's predicted latency.
+
+        A :class:`nascore.cost.CostTable` gets the per-option ms as fields; any other cost table
+        (NEAS's ensembles, a space's own) is wrapped so that it gains ``latency_ms(arch)`` and
+        ``latency_bounds(allowed)`` and keeps everything else."""
         s = self.scale
-        return attrs.evolve(cost, latency_fixed_ms=self.offset,
-                            latency_ms_table=tuple({o: s * v for o, v in b.items()} for b in self.blocks))
+        per = tuple({o: s * v for o, v in b.items()} for b in self.blocks)
+        if isinstance(cost, CostTable):
+            if len(cost.macs_table) != len(self.blocks):
+                raise NascoreError(f"the latency table has {len(self.blocks)} decisions, the space {len(cost.macs_table)}")
+            return attrs.evolve(cost, latency_fixed_ms=self.offset, latency_ms_table=per)
+        return WithLatency(cost, self.offset, per)
 
     # -- identity -----------------------------------------------------------------------------
     def check_for(self, space_name: str, space_options: dict[str, Any], input_shape: Sequence[int],
@@ -351,6 +353,29 @@ class LatencyTable:
                 f"{m['backend_version']}, {m['threads']} thread(s), {m['device_model']}, {m['date'][:10]}{cal}")
 
 
+class WithLatency:
+    """Any cost table plus an additive predicted latency (for cost tables that are not a
+    :class:`nascore.cost.CostTable`, e.g. NEAS's ensemble table)."""
+
+    def __init__(self, base: Any, fixed_ms: float, per_option: tuple[dict[str, float], ...]) -> None:
+        self._base = base
+        self._view = CostTable((0, 0, 0), 0, 0, tuple({} for _ in per_option), tuple({} for _ in per_option),
+                               latency_fixed_ms=fixed_ms, latency_ms_table=per_option)
+        self.latency_fixed_ms = fixed_ms
+        self.latency_ms_table = per_option
+
+    has_latency = True
+
+    def latency_ms(self, arch: Architecture) -> float | None:
+        return self._view.latency_ms(arch)
+
+    def latency_bounds(self, allowed: Sequence[Sequence[str]] | None = None) -> tuple[float, float] | None:
+        return self._view.latency_bounds(allowed)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+
 def _norm(d: dict[str, Any]) -> str:
     return json.dumps(d, sort_keys=True, default=str)
 
@@ -358,7 +383,9 @@ def _norm(d: dict[str, Any]) -> str:
 # -- building ---------------------------------------------------------------------------------------
 def recorded_blocks(space: Any, net: nn.Module, input_shape: Sequence[int], batch: int) -> list[tuple[int, str, nn.Module, torch.Tensor]]:
     """(decision, option, candidate module, its input at ``batch``) for every bound candidate."""
-    everything = Architecture([frozenset(d.options) if len(d.options) > 1 else d.options[0] for d in space.decisions])
+    # Every option of every decision at once; a decision without blocks (a split point) keeps its first.
+    everything = Architecture([frozenset(d.options) if len(d.options) > 1 and net.choice_layers(i) else d.options[0]
+                               for i, d in enumerate(space.decisions)])
     recorded: dict[int, torch.Tensor] = {}
     hooks = []
     for i in range(len(space.decisions)):
@@ -408,6 +435,15 @@ def build_table(
     items = recorded_blocks(space, net, shape, batch)
     rng = random.Random(seed)
     refs = [space.first()] + [space.sample(rng) for _ in range(max(0, references - 1))]
+    bound = {i for i, _, _, _ in items}
+    structural = [i for i in range(len(space.decisions)) if i not in bound and len(space.decisions[i].options) > 1]
+    for i in structural:  # a decision with no blocks (a split point): time children with each option
+        for o in space.decisions[i].options:
+            for a in list(refs):
+                if a.ops[i] == o:
+                    break
+            else:
+                refs.extend(_with_option(space, rng, i, o, tries=50))
     total = len(items) + len(refs)
     entries: list[dict[str, list[float]]] = [{o: [] for o in d.options} for d in space.decisions]
     medians: list[dict[str, float]] = [{o: 0.0 for o in d.options} for d in space.decisions]
@@ -439,7 +475,15 @@ def build_table(
         ref_rows.append({"arch": space.format(a), "measured_ms": whole["median_ms"], "blocks_ms": partial.block_sum(a)})
     if progress:
         progress(total, total, "done")
-    fixed = summarize(diffs)
+    for i in structural:  # decisions without blocks: per-option offsets from the reference children
+        meds = {o: summarize(v)["median_ms"] for o in space.decisions[i].options
+                if (v := [dv for dv, a in zip(diffs, refs) if a.ops[i] == o])}
+        low = min(meds.values()) if meds else 0.0
+        for o in space.decisions[i].options:
+            n_o = sum(1 for a in refs if a.ops[i] == o)
+            blocks_json[i][o] = {"median_ms": meds.get(o, low) - low, "iqr_ms": 0.0, "min_ms": 0.0, "n": n_o}
+    offsets = [sum(blocks_json[i][a.ops[i]]["median_ms"] for i in structural) for a in refs]
+    fixed = summarize([dv - off for dv, off in zip(diffs, offsets)])
     raw = {
         "schema": SCHEMA, "space": {"name": space_name, "options": dict(space_options or {})},
         "input_shape": list(shape), "batch": int(batch), "backend": backend, "backend_version": backend_version(backend),
@@ -454,6 +498,21 @@ def build_table(
     return LatencyTable.from_json(raw)
 
 
+def _with_option(space: Any, rng: random.Random, i: int, option: str, tries: int) -> list[Architecture]:
+    """One valid random architecture with ``option`` at decision ``i`` (none if none is found)."""
+    for _ in range(tries):
+        ops = list(space.sample(rng).ops)
+        ops[i] = option
+        a = Architecture(ops)
+        try:
+            space.check(a)
+        except NascoreError:
+            continue
+        if getattr(space, "is_valid", lambda _a: True)(a):
+            return [a]
+    return []
+
+
 def measure_model(model: nn.Module, input_shape: Sequence[int], *, backend: str = "torchscript", batch: int = 1,
                   threads: int = 1, device: str = "cpu", timer: Timer | None = None, warmup: int = 10,
                   repeats: int = 30) -> dict[str, float]:
@@ -463,6 +522,41 @@ def measure_model(model: nn.Module, input_shape: Sequence[int], *, backend: str 
     model = model.eval().to(device)
     x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
     return summarize(timer(compile_for(model, x, backend, threads), model, x))
+
+
+def measure_exported(model: nn.Module, folder: str | Path, meta: dict[str, Any], input_shape: Sequence[int],
+                     timer: Timer | None = None) -> dict[str, Any]:
+    """Latency of an exported model, timed as the table ``meta`` was (backend, batch, threads):
+    ``model.ts`` loaded and frozen for torchscript, ``model.onnx`` in ONNX Runtime, else ``model``."""
+    folder = Path(folder)
+    backend, batch, threads = meta["backend"], int(meta["batch"]), int(meta["threads"])
+    torch.set_num_threads(threads)
+    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0))
+    source = "module"
+    timer = timer or WallTimer(warmup=int(meta.get("warmup", 10)), repeats=int(meta.get("repeats", 30)))
+    if backend == "torchscript" and (folder / "model.ts").exists():
+        ts = torch.jit.freeze(torch.jit.load(str(folder / "model.ts")).eval())
+
+        def fn() -> Any:
+            with torch.no_grad():
+                return ts(x)
+        source = "model.ts"
+    elif backend == "onnxruntime" and (folder / "model.onnx").exists():
+        ort = _ort()
+        so = ort.SessionOptions()
+        so.intra_op_num_threads, so.inter_op_num_threads = threads, 1
+        sess = ort.InferenceSession(str(folder / "model.onnx"), so, providers=["CPUExecutionProvider"])
+        feed = {sess.get_inputs()[0].name: x.numpy()}
+
+        def fn() -> Any:
+            return sess.run(None, feed)
+        source = "model.onnx"
+    else:
+        fn = compile_for(model.eval(), x, backend, threads)
+    out: dict[str, Any] = dict(summarize(timer(fn, model, x)))
+    out.update({"backend": backend, "batch": batch, "threads": threads, "timed": source,
+                "device_model": device_model("cpu")})
+    return out
 
 
 # -- prediction models ------------------------------------------------------------------------------

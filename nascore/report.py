@@ -301,7 +301,8 @@ def write_report(run_dir: Path) -> Path:
         acc = f"{100 * r['test_acc']:.2f}%" if isinstance(r.get("test_acc"), (int, float)) else "–"
         rows.append(
             f"<tr><td>{i}</td><td class=arch>{html.escape(c['arch'])}</td><td>{_g(c['score'])}</td>"
-            f"<td>{human(c['macs'])}</td><td>{human(c['params'])}</td><td>{acc}</td><td>{html.escape(c.get('origin', ''))}</td></tr>"
+            f"<td>{human(c['macs'])}</td><td>{human(c['params'])}</td><td>{_latency_cell(c)}</td><td>{acc}</td>"
+            f"<td>{html.escape(c.get('origin', ''))}</td></tr>"
         )
     times, loops_done = state.get("timings", {}), state.get("loop_done", {})
 
@@ -330,7 +331,7 @@ constraint {html.escape(str(results.get('constraint', '')))} · MACs and params 
 <p class="chosen" id="chosen">Chosen architecture: <code>{html.escape(chosen.get('arch', '(none yet)'))}</code>
 {f"— score {_g(chosen['score'])}, {human(chosen['macs'])} MACs, {human(chosen['params'])} params" if chosen else ''}</p>
 <h2>Candidates</h2>
-<table><tr><th>#</th><th>architecture</th><th>score</th><th>MACs</th><th>params</th><th>retrained acc</th><th>origin</th></tr>
+<table><tr><th>#</th><th>architecture</th><th>score</th><th>MACs</th><th>params</th><th>latency ms (predicted / measured)</th><th>retrained acc</th><th>origin</th></tr>
 {''.join(rows)}</table>
 <h2>Plots</h2>
 {''.join(_img(p) for p in plots) or '<p>nothing logged yet</p>'}
@@ -351,7 +352,8 @@ def compare(run_dirs: list[Path]) -> str:
     "method" is the run's trainers and selectors as configured (``spos+evolution``); "search" is the
     time spent in search/shrink stages, "total" the time of every stage so far.
     """
-    rows = [("run", "method", "best architecture", "score", "retrained", "MACs", "params", "train", "search", "total")]
+    rows = [("run", "method", "best architecture", "score", "retrained", "MACs", "params", "latency ms", "train", "search",
+             "total")]
     for d in run_dirs:
         d = Path(d)
         if not (d / "config.yaml").exists():
@@ -372,8 +374,11 @@ def compare(run_dirs: list[Path]) -> str:
             d.name, method, best["arch"] if best else "-", _g(best["score"]) if best else "-",
             f"{100 * r['test_acc']:.2f}%" if isinstance(r.get("test_acc"), (int, float)) else "-",
             human(best["macs"]) if best else "-", human(best["params"]) if best else "-",
+            _latency_cell(best, "-") if best else "-",
             spent(TrainStage), spent(SearchStage), f"{sum(times.values()):.0f} s",
         ))
+    if all(row[7] == "-" for row in rows[1:]):  # no run has a latency table: keep the MACs-only layout
+        rows = [row[:7] + row[8:] for row in rows]
     widths = [max(len(str(row[j])) for row in rows) for j in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
@@ -381,14 +386,27 @@ def compare(run_dirs: list[Path]) -> str:
 
 
 def summary_table(ctx: Any, top: int = 5) -> str:
-    """The final table a person reads: rank, architecture, score, MACs, params, retrain accuracy."""
+    """The final table a person reads: rank, architecture, score, MACs, params, (predicted latency,)
+    retrain accuracy."""
     retrain = ctx.state.get("retrain", {})
-    rows = [("#", "architecture", "score", "MACs", "params", "retrained acc", "origin")]
+    lat = getattr(ctx.cost, "latency_ms", None) if getattr(ctx, "latency_table_path", None) else None
+    rows = [("#", "architecture", "score", "MACs", "params", *(("latency ms",) if lat else ()), "retrained acc", "origin")]
     for i, c in enumerate(ctx.candidates[:top]):
         r = retrain.get(c.arch_str) or {}
         acc = f"{100 * r['test_acc']:.2f}%" if isinstance(r.get("test_acc"), (int, float)) else "-"
-        rows.append((str(i), c.arch_str, f"{c.score:.4g}", human(c.macs), human(c.params), acc, c.origin))
+        extra = (f"{lat(c.arch):.3f}",) if lat else ()
+        rows.append((str(i), c.arch_str, f"{c.score:.4g}", human(c.macs), human(c.params), *extra, acc, c.origin))
     widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
     lines = ["  ".join(v.ljust(w) for v, w in zip(r, widths)).rstrip() for r in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def _latency_cell(c: dict, missing: str = "–") -> str:
+    """``predicted / measured`` latency (ms) of a results.json candidate, whichever it has."""
+    pred = c.get("latency_ms")
+    meas = (c.get("latency_measured") or {}).get("median_ms")
+    if pred is None and meas is None:
+        return missing
+    p = f"{pred:.3f}" if isinstance(pred, (int, float)) else "–"
+    return p + (f" / {meas:.3f}" if isinstance(meas, (int, float)) else "")

@@ -69,6 +69,9 @@ class SposConfig(TrainerConfig):
     bin_quantiles: tuple[float, float] = Field(
         (0.02, 0.98), description="flops_binned: quantiles of the space's MACs that bound the bins when bin_range is null")
     max_tries: int = Field(500, gt=0, description="flops_binned: draws per step before an unconstrained arch (code: 500)")
+    bin_cost: Literal["macs", "latency_ms"] = Field(
+        "macs", description="flops_binned: the cost the bins span (latency_ms: the run's predicted latency, "
+        "needs constraint.latency_table); bins from the space's quantiles are clipped to the constraint's bounds on it")
     fair_accumulate: bool = Field(
         False, description="fair: accumulate the gradients of a whole cycle on one batch, then one step (FairNAS code)")
     decay_only_weights: bool = Field(
@@ -150,14 +153,31 @@ class SposTrainer(SupernetTrainer):
         else:
             space, table = ctx.space, ctx.cost
             if space.size() <= EXACT_BINS_LIMIT:
-                macs = sorted(float(table.macs(a)) for a in space.enumerate())
+                macs = sorted(self.bin_value(table, a) for a in space.enumerate())
             else:
                 probe = random.Random(ctx.stage_seed("spos-bins"))
-                macs = sorted(float(table.macs(space.sample(probe))) for _ in range(BIN_PROBE_SAMPLES))
+                macs = sorted(self.bin_value(table, space.sample(probe)) for _ in range(BIN_PROBE_SAMPLES))
             lo, hi = quantile(macs, cfg.bin_quantiles[0]), quantile(macs, cfg.bin_quantiles[1])
+            c = ctx.constraint
+            bound_lo, bound_hi = ((c.latency_ms_min, c.latency_ms_max) if cfg.bin_cost == "latency_ms"
+                                  else (c.macs_min, c.macs_max))
+            if bound_hi is not None and lo < bound_hi < hi:
+                hi = float(bound_hi)
+            if bound_lo is not None and lo < bound_lo < hi:
+                lo = float(bound_lo)
             if hi <= lo:
-                hi = lo + 1.0
+                hi = lo + (1.0 if cfg.bin_cost == "macs" else 1e-3)
         return [lo + (hi - lo) * i / cfg.bins for i in range(cfg.bins + 1)]
+
+    def bin_value(self, table: Any, arch: Architecture) -> float:
+        """The binned cost of ``arch``: its MACs, or its predicted latency (ms)."""
+        if self.cfg.bin_cost == "macs":
+            return float(table.macs(arch))
+        lat = table.latency_ms(arch) if hasattr(table, "latency_ms") else None
+        if lat is None:
+            raise ConfigError(["bin_cost: latency_ms needs constraint.latency_table (a table from "
+                               "`nascore lut build SPACE`)"], source="spos trainer")
+        return float(lat)
 
     # -- clearing the gradients of unused ops -------------------------------------------------
     def op_params(self, ctx: "Context") -> list[list[dict[str, tuple[torch.nn.Parameter, ...]]]]:
@@ -209,7 +229,7 @@ class SposTrainer(SupernetTrainer):
         lo, hi = self.edges[b], self.edges[b + 1]
         for _ in range(self.cfg.max_tries):
             arch = space.sample(self.rng)
-            if lo <= table.macs(arch) <= hi:
+            if lo <= self.bin_value(table, arch) <= hi:
                 self.bin_hits[b] += 1
                 return arch
         self.fallbacks += 1

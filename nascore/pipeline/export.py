@@ -156,6 +156,7 @@ def export_one(ctx: Context, index: int, formats: list[str], *, bake_normalizati
             checks[CHECK_KEYS["torchscript"]] = float((loaded(probe) - expected).abs().max())
     if "onnx" in wanted:
         checks.update(_export_onnx(shipped, probe, expected, folder / "model.onnx"))
+    latency = _measure_latency(ctx, shipped, cand, folder)
     baked = sorted(wanted) if bake_normalization else []
     names = getattr(ctx.data.spec, "class_names", None)
     write_json(folder / "arch.json", {
@@ -168,9 +169,27 @@ def export_one(ctx: Context, index: int, formats: list[str], *, bake_normalizati
         "formats": ["json", *sorted(wanted)],
         "files": ["arch.json", "model.pt", *(FORMAT_FILES[f] for f in sorted(wanted))],
         "checks": dict(sorted(checks.items())),
+        **({"latency": latency} if latency else {}),
     })
     ctx.log.event("export", index=index, arch=cand.arch_str, folder=str(folder), **checks)
     return folder
+
+
+def _measure_latency(ctx: Context, shipped: nn.Module, cand: Any, folder: Path) -> dict[str, Any] | None:
+    """With a latency table: time the exported model as the table was timed (backend, batch,
+    threads) and record it beside the table's prediction (also in state, for results.json)."""
+    lut = getattr(ctx, "latency", None)
+    if lut is None:
+        return None
+    from nascore.latency import measure_exported
+
+    got = measure_exported(shipped, folder, lut.meta, tuple(ctx.data.input_shape))
+    predicted = ctx.cost.latency_ms(cand.arch)
+    got["predicted_ms"] = predicted
+    got["error_pct"] = 100.0 * (predicted - got["median_ms"]) / got["median_ms"] if got["median_ms"] > 0 else None
+    ctx.state.setdefault("export_latency", {})[cand.arch_str] = got
+    ctx.log.event("export_latency", arch=cand.arch_str, **{k: v for k, v in got.items() if not isinstance(v, dict)})
+    return got
 
 
 def _onnx_available() -> bool:

@@ -57,6 +57,8 @@ def preflight(ctx: Context) -> None:
             [f"space: {where}: the space cannot process the dataset's {_shape(shape)} input "
              f"({type(e).__name__}: {first}) — use a larger input (e.g. the dataset's pad_to) or fewer stride-2 "
              "stages"], source="the run's space and dataset") from e
+    if getattr(ctx, "latency_table_path", None):
+        table = ctx.cost  # the same table carrying the predicted latency (loading it refuses a foreign table)
     if ctx.constraint.unbounded:
         return
     try:

@@ -30,12 +30,13 @@ from nascore.roles import SearchResult
 
 @attrs.frozen
 class BlockItem:
-    """One candidate of one block: its loss and the MACs/params it adds."""
+    """One candidate of one block: its loss and the MACs/params (and predicted latency, ms) it adds."""
 
     loss: float
     macs: int = 0
     params: int = 0
     key: Any = None
+    latency_ms: float = 0.0
 
 
 def _value(loss: float, combine: str) -> float:
@@ -48,7 +49,7 @@ def _value(loss: float, combine: str) -> float:
 
 def best_combinations(
     blocks: Sequence[Sequence[BlockItem]], constraint: ResourceConstraint | None = None, *, k: int = 1,
-    fixed_macs: int = 0, fixed_params: int = 0, combine: str = "sum",
+    fixed_macs: int = 0, fixed_params: int = 0, combine: str = "sum", fixed_latency_ms: float = 0.0,
 ) -> list[tuple[float, tuple[int, ...]]]:
     """The ``k`` lowest-scoring feasible choices (one item index per block), best first.
 
@@ -75,13 +76,20 @@ def best_combinations(
     max_macs = suffix(lambda b: max(it.macs for it in blocks[b]))
     min_par = suffix(lambda b: min(it.params for it in blocks[b]))
     max_par = suffix(lambda b: max(it.params for it in blocks[b]))
+    min_lat = suffix(lambda b: min(it.latency_ms for it in blocks[b]))
+    max_lat = suffix(lambda b: max(it.latency_ms for it in blocks[b]))
+    lat_on = c.bounds_latency
     heap: list[tuple[float, tuple[int, ...]]] = []  # max-heap via negated score; (−score, −idx) worst on top
 
     def worst() -> float:
         return -heap[0][0] if len(heap) >= k else math.inf
 
-    def fits(b: int, macs: int, params: int) -> bool:
+    def fits(b: int, macs: int, params: int, lat: float) -> bool:
         """Can some completion from block ``b`` on satisfy the constraint?"""
+        if lat_on and c.latency_ms_max is not None and lat + min_lat[b] > c.latency_ms_max:
+            return False
+        if lat_on and c.latency_ms_min is not None and lat + max_lat[b] < c.latency_ms_min:
+            return False
         if c.macs_max is not None and macs + min_macs[b] > c.macs_max:
             return False
         if c.macs_min is not None and macs + max_macs[b] < c.macs_min:
@@ -94,9 +102,9 @@ def best_combinations(
 
     choice: list[int] = []
 
-    def dfs(b: int, val: float, macs: int, params: int) -> None:
+    def dfs(b: int, val: float, macs: int, params: int, lat: float) -> None:
         if b == nb:
-            if not c.admits(macs, params):
+            if not c.admits(macs, params, lat if lat_on else None):
                 return
             key = tuple(choice)
             entry = (-val, tuple(-i for i in key))
@@ -110,15 +118,15 @@ def best_combinations(
             if v + min_val[b + 1] > worst():
                 break  # sorted by loss: every later candidate of this block is worse still
             it = blocks[b][i]
-            m, p = macs + it.macs, params + it.params
-            if not fits(b + 1, m, p):
+            m, p, t = macs + it.macs, params + it.params, lat + it.latency_ms
+            if not fits(b + 1, m, p, t):
                 continue
             choice.append(i)
-            dfs(b + 1, v, m, p)
+            dfs(b + 1, v, m, p, t)
             choice.pop()
 
-    if fits(0, fixed_macs, fixed_params):
-        dfs(0, 0.0, fixed_macs, fixed_params)
+    if fits(0, fixed_macs, fixed_params, fixed_latency_ms):
+        dfs(0, 0.0, fixed_macs, fixed_params, fixed_latency_ms)
     found = sorted(((-s, tuple(-i for i in idx)) for s, idx in heap))
     if combine == "product":
         found = [(math.exp(s) if s != -math.inf else 0.0, idx) for s, idx in found]
@@ -154,7 +162,9 @@ class DNASelector:
             for key, loss in row.items():
                 macs = sum(cost.macs_table[d][o] for d, o in zip(blocks.decisions[b], key))
                 params = sum(cost.params_table[d][o] for d, o in zip(blocks.decisions[b], key))
-                its.append(BlockItem(loss, macs, params, key))
+                lat_t = getattr(cost, "latency_ms_table", None)  # set when the run has a latency table
+                lat = sum(lat_t[d][o] for d, o in zip(blocks.decisions[b], key)) if lat_t else 0.0
+                its.append(BlockItem(loss, macs, params, key, lat))
             items.append(its)
         for b, its in enumerate(items):
             for rank, it in enumerate(sorted(its, key=lambda t: t.loss)):
@@ -162,7 +172,8 @@ class DNASelector:
                                macs=it.macs, params=it.params)
         top = 2 if ctx.smoke else self.cfg.top
         best = best_combinations(items, ctx.constraint, k=top, fixed_macs=cost.fixed_macs,
-                                 fixed_params=cost.fixed_params, combine=evaluator.combine)
+                                 fixed_params=cost.fixed_params, combine=evaluator.combine,
+                                 fixed_latency_ms=float(getattr(cost, "latency_fixed_ms", None) or 0.0))
         if not best:
             raise ConstraintError("no combination of block candidates meets the constraint",
                                   hint=f"loosen the constraint ({ctx.constraint.describe()})")
