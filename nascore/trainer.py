@@ -4,7 +4,9 @@
 schedule, deterministic resumable epochs (data order from ``(seed, epoch)``, checkpoints every
 ``checkpoint_every`` steps with model, optimizer, sampler RNG and the subclass's own state),
 clearing gradients of inactive candidates (so momentum and weight decay never move them), gradient
-all-reduce across ranks, NaN detection, progress and metrics. A method overrides a few small
+all-reduce across ranks, the GPU-run features of :mod:`nascore.training` (mixed precision,
+channels_last, weight EMA, gradient accumulation; each off unless its option is set), NaN
+detection, progress and metrics. A method overrides a few small
 methods — :meth:`sample_arch`, :meth:`compute_loss`, :meth:`after_step`, :meth:`extra_state` —
 like a Lightning module overrides ``training_step``.
 """
@@ -21,6 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nascore.arch import Architecture
 from nascore.errors import TrainingDiverged
+from nascore.training import TrainingFeatures
 
 if TYPE_CHECKING:
     from nascore.roles import Context
@@ -43,6 +46,13 @@ class TrainerConfig(BaseModel):
     grad_clip: float | None = Field(5.0, gt=0, description="max gradient norm (null: off)")
     null_inactive_grads: bool = Field(True, description="clear grads of unused ops before the step")
     on_nan: Literal["stop", "skip"] = Field("stop", description="NaN/inf loss: stop the run, or skip the batch")
+    # GPU-run features (nascore.training), each off by default
+    amp: Literal["off", "bf16", "fp16"] = Field(
+        "off", description="mixed precision: bf16 autocast (CPU or CUDA), fp16 autocast + GradScaler (CUDA only)")
+    channels_last: bool = Field(False, description="supernet and batches in channels_last (NHWC) memory format")
+    ema_decay: float | None = Field(None, gt=0, lt=1, description="EMA of weights and BN buffers (Cream: 0.9998); null: off")
+    ema_for_search: bool = Field(True, description="with ema_decay: the stage ends with the EMA weights in the supernet")
+    grad_accum_steps: int = Field(1, ge=1, description="run each batch as k micro-batches, one optimizer step (1/k memory)")
 
 
 def lr_factor(step: int, total: int, schedule: str, warmup: int = 0) -> float:
@@ -143,6 +153,7 @@ class SupernetTrainer:
         self.epoch = 0
         self.optimizer: torch.optim.Optimizer | None = None
         self.distiller: Any = None
+        self.features: TrainingFeatures | None = None
 
     # -- method hooks --------------------------------------------------------------------------
     def setup(self, ctx: "Context") -> None:
@@ -211,6 +222,7 @@ class SupernetTrainer:
             "epoch": self.epoch,
             "extra": self.extra_state(),
             "distiller": self.distiller.state_dict() if hasattr(self.distiller, "state_dict") else {},
+            "features": self.features.state_dict() if self.features is not None else {},
         }
 
     def load_state(self, ctx: "Context", state: dict[str, Any]) -> None:
@@ -224,6 +236,8 @@ class SupernetTrainer:
         self.load_extra_state(state.get("extra", {}))
         if state.get("distiller") and hasattr(self.distiller, "load_state_dict"):
             self.distiller.load_state_dict(state["distiller"])
+        if state.get("features"):
+            self.training_features(ctx).load_state_dict(state["features"])
 
     def fit(self, ctx: "Context") -> None:
         """Train for the configured epochs, resuming from this stage's checkpoint if any."""
@@ -235,6 +249,8 @@ class SupernetTrainer:
         if bind is not None:  # distillers that read the student's internals (feature KD)
             bind(net)
         self.setup(ctx)
+        self.features = None
+        self.training_features(ctx)
         self.optimizer = make_optimizer(self.parameters(ctx), self.cfg)
         spe, epochs = self.steps_per_epoch(ctx), self.epochs(ctx)
         total = spe * epochs
@@ -264,6 +280,8 @@ class SupernetTrainer:
                         break
         finally:
             bar.close()
+        if self.features is not None and self.features.finish(net):
+            ctx.log.event("ema", stage=ctx.stage_key, step=self.step, decay=self.cfg.ema_decay)
         self.check_weights(ctx)
         ctx.checkpoints.save(self.state_dict(ctx))
 
@@ -282,6 +300,12 @@ class SupernetTrainer:
             ctx.log.event("nan", step=self.step, what="weights")
             raise self.diverged(ctx, "the supernet's weights became non-finite")
 
+    def training_features(self, ctx: "Context") -> TrainingFeatures:
+        """This trainer's AMP/channels_last/EMA/accumulation (:mod:`nascore.training`), built on first use."""
+        if self.features is None:
+            self.features = TrainingFeatures(self.cfg, ctx.supernet, getattr(ctx, "device", "cpu"))
+        return self.features
+
     def set_lr(self, total: int) -> None:
         """This step's learning rate: the distiller's schedule when it has one (PWKD), else the config's."""
         factor = distiller_lr_factor(self.distiller, self.step, total)
@@ -299,20 +323,25 @@ class SupernetTrainer:
         net.set_active(arch)
         self.set_lr(total)
         opt.zero_grad(set_to_none=True)
-        loss, logits = self.compute_loss(ctx, x, y, arch)
+        feats = self.training_features(ctx)
+        if feats.active:
+            loss, logits = feats.loss(lambda xi, yi: self.compute_loss(ctx, xi, yi, arch), x, y)
+        else:
+            loss, logits = self.compute_loss(ctx, x, y, arch)
         if not torch.isfinite(loss):
             ctx.log.event("nan", step=self.step, arch=ctx.space.format(arch), loss=float(loss.detach()))
             if self.cfg.on_nan == "skip":
                 self.step += 1
                 return {"skipped": 1.0}
             raise self.diverged(ctx, f"the training loss became {float(loss.detach())}", arch)
-        loss.backward()
+        feats.backward(loss)
         if self.cfg.null_inactive_grads:
             self.clear_inactive_grads(ctx, arch)
         ctx.allreduce_grads(net)
+        feats.unscale(opt)
         if self.cfg.grad_clip:
             torch.nn.utils.clip_grad_norm_([p for p in net.parameters() if p.grad is not None], self.cfg.grad_clip)
-        opt.step()
+        feats.step(opt, net)
         self.step += 1
         with torch.no_grad():
             acc = (logits.argmax(1) == y).float().mean().item() if logits.dim() == 2 else float("nan")

@@ -22,7 +22,7 @@ LAYERS: list[tuple[str, tuple[str, ...]]] = [
     ("values", ("nascore.errors", "nascore._version", "nascore.arch", "nascore.cost", "nascore.space", "nascore.width",
                 "nascore.config", "nascore.data", "nascore.io")),
     ("contracts", ("nascore.roles", "nascore.hookspecs")),
-    ("toolkit", ("nascore.trainer", "nascore.evaluate", "nascore.prefix", "nascore.search", "nascore.methods",
+    ("toolkit", ("nascore.trainer", "nascore.training", "nascore.evaluate", "nascore.prefix", "nascore.search", "nascore.methods",
                  "nascore.groundtruth", "nascore.latency")),
     ("components", ("nascore.builtin",)),
     ("registry", ("nascore.registry",)),

@@ -1,0 +1,166 @@
+"""The GPU-run training features, each on a CPU: bf16 autocast, channels_last, weight EMA, gradient
+accumulation; fp16 refused without CUDA; a run with all of them on resumes to the same weights."""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from nascore.errors import ConfigError
+from nascore.pipeline.run import open_run, run_pipeline
+from nascore.testing import make_registry, run_config
+from nascore.trainer import SupernetTrainer, TrainerConfig
+from nascore.training import TrainingFeatures
+
+
+def config(**trainer: object) -> dict:
+    opts = {"epochs": 1, "steps_per_epoch": 6, "lr": 0.05, **trainer}
+    return {
+        "name": "features", "seed": 1, "device": "cpu",
+        "space": {"name": "tiny_chain"},
+        "dataset": {"name": "synthetic", "options": {"size": 256, "test_size": 16, "shape": [3, 12, 12]}},
+        "data": {"batch_size": 16},
+        "checkpoint_every": 2,
+        "stages": [{"kind": "train", "trainer": {"name": "single_path", "options": opts}}],
+    }
+
+
+def _trained(tmp_path: Path, name: str, **trainer: object):
+    return run_config(config(**trainer), tmp_path / name, registry=make_registry())
+
+
+def _state(ctx) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in ctx.supernet.state_dict().items()}
+
+
+def test_bf16_autocast_runs_the_convs_in_bfloat16(tmp_path, monkeypatch):
+    seen: list[torch.dtype] = []
+    orig = F.conv2d
+
+    def spy(x, w, *a, **k):
+        out = orig(x, w, *a, **k)
+        seen.append(out.dtype)
+        return out
+
+    monkeypatch.setattr(torch.nn.modules.conv.F, "conv2d", spy)
+    _trained(tmp_path, "fp32")
+    assert set(seen) == {torch.float32}
+    seen.clear()
+    ctx = _trained(tmp_path, "bf16", amp="bf16")
+    assert torch.bfloat16 in seen
+    assert all(torch.isfinite(v).all() for v in ctx.supernet.state_dict().values() if v.is_floating_point())
+    assert all(p.dtype == torch.float32 for p in ctx.supernet.parameters())  # master weights stay fp32
+
+
+def test_fp16_needs_cuda():
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        TrainingFeatures(TrainerConfig(amp="fp16"), None, "cpu")
+
+
+def test_channels_last_formats_the_supernet_and_the_batches(tmp_path, monkeypatch):
+    formats: list[bool] = []
+    orig = SupernetTrainer.compute_loss
+
+    def spy(self, ctx, x, y, arch):
+        formats.append(x.is_contiguous(memory_format=torch.channels_last) and not x.is_contiguous())
+        return orig(self, ctx, x, y, arch)
+
+    monkeypatch.setattr(SupernetTrainer, "compute_loss", spy)
+    ref = _trained(tmp_path, "plain")
+    assert formats and not any(formats)
+    formats.clear()
+    ctx = _trained(tmp_path, "nhwc", channels_last=True)
+    assert formats and all(formats)
+    convs = [m.weight for m in ctx.supernet.modules() if isinstance(m, nn.Conv2d) and m.weight.shape[-1] > 1]
+    assert convs and all(w.is_contiguous(memory_format=torch.channels_last) for w in convs)
+    # same math, other memory layout: the weights agree to float rounding
+    for (k, a), b in zip(_state(ref).items(), _state(ctx).values()):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-5, msg=k)
+
+
+def test_ema_is_the_moving_average_of_the_trajectory_and_replaces_the_weights(tmp_path, monkeypatch):
+    decay = 0.7
+    traj: list[dict[str, torch.Tensor]] = []
+    orig = TrainingFeatures.step
+
+    def record(self, opt, net):
+        orig(self, opt, net)
+        traj.append({k: v.detach().clone() for k, v in net.state_dict().items()})
+
+    monkeypatch.setattr(TrainingFeatures, "step", record)
+    keep = _trained(tmp_path, "keep", ema_decay=decay, ema_for_search=False)
+    ema = keep.supernet  # ema_for_search false: the trained weights stay
+    expected = {k: v.clone() for k, v in traj[0].items()}  # AveragedModel: first update copies
+    for state in traj[1:]:
+        for k, v in state.items():
+            if v.is_floating_point():
+                expected[k] = decay * expected[k] + (1 - decay) * v
+            else:
+                expected[k] = v.clone()
+    last = traj[-1]
+    assert all(torch.equal(v, last[k]) for k, v in ema.state_dict().items())
+    traj.clear()
+    used = _trained(tmp_path, "use", ema_decay=decay)
+    moved = 0
+    for k, v in used.supernet.state_dict().items():
+        if v.is_floating_point():
+            torch.testing.assert_close(v, expected[k], rtol=1e-5, atol=1e-6, msg=k)
+            moved += int(not torch.allclose(v, last[k]))
+    assert moved > 0  # the EMA is not the last weights: the check above has teeth
+    events = (tmp_path / "use" / "metrics.jsonl").read_text()
+    assert '"event": "ema"' in events
+
+
+def test_gradient_accumulation_gives_the_whole_batch_gradient():
+    torch.manual_seed(0)
+    net = nn.Sequential(nn.Flatten(), nn.Linear(12, 5))
+    x, y = torch.randn(8, 3, 2, 2), torch.randint(0, 5, (8,))
+
+    def compute(xi, yi):
+        logits = net(xi)
+        return F.cross_entropy(logits, yi), logits
+
+    full = torch.autograd.grad(compute(x, y)[0], list(net.parameters()))
+    feats = TrainingFeatures(TrainerConfig(grad_accum_steps=4), net, "cpu")
+    calls: list[int] = []
+    loss, logits = feats.loss(lambda a, b: (calls.append(a.shape[0]), compute(a, b))[1], x, y)
+    feats.backward(loss)
+    assert calls == [2, 2, 2, 2] and logits.shape == (8, 5)
+    torch.testing.assert_close(loss.detach(), compute(x, y)[0].detach())
+    for g, p in zip(full, net.parameters()):
+        torch.testing.assert_close(p.grad, g)
+    # only the last micro-batch's share would be a different gradient
+    last = torch.autograd.grad(compute(x[6:], y[6:])[0] / 4, list(net.parameters()))
+    assert not torch.allclose(last[0], full[0])
+
+
+def test_all_features_on_a_killed_run_resumes_to_the_same_weights(tmp_path, monkeypatch):
+    opts = {"amp": "bf16", "channels_last": True, "ema_decay": 0.8, "grad_accum_steps": 2}
+    ref = _trained(tmp_path, "ref", **opts)
+    want = _state(ref)
+    orig = SupernetTrainer.train_step
+
+    def crash(self, ctx, x, y, total):
+        if self.step == 3:  # after the checkpoint of step 2: the EMA and the sampler state must come back
+            raise KeyboardInterrupt
+        return orig(self, ctx, x, y, total)
+
+    monkeypatch.setattr(SupernetTrainer, "train_step", crash)
+    reg = make_registry()
+    victim = tmp_path / "victim"
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(open_run(config(**opts), run_dir=victim, registry=reg, quiet=True))
+    monkeypatch.setattr(SupernetTrainer, "train_step", orig)
+    data = copy.deepcopy(config(**opts))
+    ctx = open_run(data, run_dir=victim, registry=reg, quiet=True, resume=True)
+    run_pipeline(ctx)
+    assert '"event": "resume"' in (victim / "metrics.jsonl").read_text()
+    got = _state(ctx)
+    assert got.keys() == want.keys()
+    for k in want:
+        assert torch.equal(got[k], want[k]), k
