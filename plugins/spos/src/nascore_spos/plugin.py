@@ -21,3 +21,7 @@ def register_recipes(register: Any) -> None:
              summary="SPOS on mnist5k: supernet (shufflenet space) -> evolution under a MACs limit -> export -> retrain")
     register("spos-testbed", str(RECIPES / "spos-testbed.yaml"),
              summary="SPOS on the cost-matched test bed tiny_matched (rank it: nascore rank tiny_matched --run DIR)")
+    register("spos-channel", str(RECIPES / "spos-channel.yaml"),
+             summary="SPOS block + channel search on mnist5k: each layer's block and mid channels (0.2x..2.0x)")
+    register("spos-imagenet", str(RECIPES / "spos-imagenet.yaml"),
+             summary="SPOS block + channel search at paper scale: 20-layer ShuffleNetV2 at 224, ImageNet from a local root")
