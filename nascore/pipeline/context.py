@@ -28,6 +28,46 @@ from nascore.registry import Registry
 from nascore.space import SearchSpace, Supernet
 
 
+def terminal_size(stream: Any = None) -> tuple[int, int] | None:
+    """(columns, rows) the terminal ``stream`` (stderr) is on reports; None when it is no terminal."""
+    import os
+
+    try:
+        size = os.get_terminal_size((stream or sys.stderr).fileno())
+    except (OSError, ValueError, AttributeError):
+        return None
+    return size.columns, size.lines
+
+
+def progress_bar(total: int | None = None, desc: str = "", initial: int = 0, disable: bool = False) -> Any:
+    """A tqdm bar on stderr that draws on any terminal and always shows its last numbers once.
+
+    tqdm sizes its bar from the terminal and draws nothing at all on a pseudo-terminal that reports
+    0 rows (a pty nobody sized: ``docker exec -t``, ``script``, some CI runners); such a terminal gets
+    a fixed bar (``$COLUMNS`` or 100 columns, 20 rows). Postfixes set with ``refresh=False`` are drawn
+    on the next timed refresh, so a loop faster than ``mininterval`` would never show them: closing
+    draws the final state first.
+    """
+    import os
+
+    from tqdm.auto import tqdm
+
+    class _Bar(tqdm):  # type: ignore[misc, valid-type]
+        def close(self) -> None:
+            if not self.disable:
+                self.refresh()
+            super().close()
+
+    size = None if disable else terminal_size(sys.stderr)
+    if size is not None and min(size) > 0:
+        return _Bar(total=total, desc=desc, initial=initial, leave=False, file=sys.stderr, dynamic_ncols=True)
+    env = os.environ.get("COLUMNS", "")
+    cols = size[0] if size and size[0] > 0 else int(env) if env.isdigit() and int(env) > 0 else 100
+    rows = size[1] if size and size[1] > 0 else 20
+    return _Bar(total=total, desc=desc, initial=initial, disable=disable, leave=False, file=sys.stderr,
+                ncols=cols, nrows=rows)
+
+
 class RunContext:
     """Everything a component may use: space, supernet, data, costs, constraint, log, state.
 
@@ -230,10 +270,8 @@ class RunContext:
 
     def progress(self, total: int | None = None, desc: str = "", initial: int = 0) -> Any:
         """A tqdm progress bar; silent when quiet, not a terminal, or not rank 0."""
-        from tqdm.auto import tqdm
-
         disable = self.quiet or not self.dist.is_main or not sys.stderr.isatty()
-        return tqdm(total=total, desc=desc, initial=initial, disable=disable, leave=False, dynamic_ncols=True)
+        return progress_bar(total=total, desc=desc, initial=initial, disable=disable)
 
     @property
     def checkpoints(self) -> Checkpoints:

@@ -42,8 +42,8 @@ def run_pipeline(ctx: RunContext) -> list[Candidate]:
         ctx.stage_key = key
         ctx.log.event("stage_start", stage=key, name=stage_name(stage))
         t0 = time.time()
-        if not ctx.quiet and ctx.dist.is_main:
-            print(f"[{key}] {stage_name(stage)}", file=sys.stderr)
+        if ctx.dist.is_main:  # always printed (docs/observing.md): --quiet hides only the progress bars
+            print(f"[{key}] {stage_name(stage)}", file=sys.stderr, flush=True)
         if isinstance(stage, TrainStage):
             run_train(ctx, stage, key)
         elif isinstance(stage, SearchStage):
