@@ -72,11 +72,18 @@ def _plt() -> Any:
     return plt
 
 
+def _legend_labels(fig: Any) -> list[str]:
+    """Every legend entry of ``fig``, as drawn (what a reader can identify each line by)."""
+    return [t.get_text() for ax in fig.axes if ax.get_legend() is not None for t in ax.get_legend().get_texts()]
+
+
 def _save(fig: Any, path: Path) -> Path:
+    """PNG of ``fig``; its legend entries go into the file's Description text chunk too (checked by tests)."""
     import io
 
     buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight")
+    fig.savefig(buf, format="png", dpi=110, bbox_inches="tight",
+                metadata={"Description": "\n".join(_legend_labels(fig))})
     _plt().close(fig)
     atomic_write(path, lambda f: f.write(buf.getvalue()))
     return path
@@ -103,15 +110,18 @@ def make_plots(run_dir: Path, results: dict[str, Any] | None = None) -> list[Pat
         ax.plot([xs[i] for i in front], [ys[i] for i in front], "-o", color="C3", ms=4, label="Pareto front")
         chosen = (results.get("candidates") or [None])[0]
         if chosen and isinstance(chosen.get("score"), (int, float)):
+            import textwrap
+
+            arch = "\n".join(textwrap.wrap(chosen["arch"], 64, break_on_hyphens=False)) or chosen["arch"]
             ax.scatter([chosen["macs"]], [chosen["score"]], marker="*", s=220, color="gold", edgecolor="k",
-                       zorder=5, label=f"chosen: {chosen['arch'][:40]}")
+                       zorder=5, label=f"chosen: {arch}")  # whole: a truncated string names another architecture
         from matplotlib.ticker import FuncFormatter
 
         ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: human(v)))
         ax.set_xlabel("MACs (fvcore)")
         ax.set_ylabel("score")
         ax.set_title("candidates: score vs MACs")
-        ax.legend(fontsize=7, loc="lower right")
+        ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.16), ncol=1, frameon=False)
         ax.grid(alpha=0.3)
         written.append(_save(fig, out_dir / "pareto.png"))
 
@@ -153,7 +163,7 @@ def make_plots(run_dir: Path, results: dict[str, Any] | None = None) -> list[Pat
 
     train = [m for m in metrics if m.get("kind") == "train" and "loss" in m]
     if train:
-        fig, ax = plt.subplots(figsize=(6.4, 3.6))
+        fig, ax = plt.subplots(figsize=(10, 4.6))  # full page width (figure.wide)
         stages: dict[str, list[dict]] = defaultdict(list)
         for m in train:
             stages[str(m.get("stage", "?"))].append(m)
@@ -168,14 +178,45 @@ def make_plots(run_dir: Path, results: dict[str, Any] | None = None) -> list[Pat
         ax.set_ylabel("training loss")
         ax2.set_ylabel("batch accuracy")
         ax.set_title("supernet training")
-        ax.legend(fontsize=7, loc="upper right")
+        h1, l1 = ax.get_legend_handles_labels()
+        h2, l2 = ax2.get_legend_handles_labels()  # the accuracy lines live on the twin axis: one legend for all
+        ax.legend(h1 + h2, l1 + l2, fontsize=8, loc="upper right")
         ax.grid(alpha=0.3)
         written.append(_save(fig, out_dir / "training.png"))
+
+    if (retrain_png := _retrain_plot(metrics, out_dir)) is not None:
+        written.append(retrain_png)
 
     spaces = [m for m in metrics if m.get("event") == "space" and m.get("allowed")]
     if spaces and (space_png := _space_plot(run_dir, spaces, out_dir)) is not None:
         written.append(space_png)
     return written
+
+
+def _retrain_plot(metrics: list[dict[str, Any]], out_dir: Path) -> Path | None:
+    """Training loss of each retrained architecture (every ``log_every`` steps), with its test accuracy."""
+    steps: dict[int, list[tuple[int, float]]] = defaultdict(list)
+    for m in metrics:
+        if m.get("kind") == "retrain_step" and isinstance(m.get("loss"), (int, float)) and isinstance(m.get("step"), int):
+            steps[int(m.get("index", 0))].append((m["step"], float(m["loss"])))
+    if not steps:
+        return None
+    results = {int(m.get("index", 0)): m for m in metrics if m.get("kind") == "retrain_result"}
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(10, 4.0))
+    for index, pts in sorted(steps.items()):
+        r = results.get(index, {})
+        acc = r.get("test_acc")
+        tail = (f" — {r.get('split', 'test')} accuracy {100 * acc:.2f}% after {r.get('epochs')} epoch(s)"
+                if isinstance(acc, (int, float)) else " (still training)")
+        ax.plot(*zip(*sorted(pts)), "-", marker="o" if len(pts) < 20 else None, ms=3,
+                label=f"retrain #{index}: training loss{tail}")
+    ax.set_xlabel("step")
+    ax.set_ylabel("training loss (batch)")
+    ax.set_title("retraining the chosen architectures")
+    ax.legend(fontsize=8, loc="upper right")
+    ax.grid(alpha=0.3)
+    return _save(fig, out_dir / "retrain.png")
 
 
 def generation_curves(metrics: list[dict[str, Any]]) -> dict[tuple[str, str], list[tuple[int, float, float | None]]]:
@@ -282,6 +323,18 @@ def _img(path: Path) -> str:
             f'<figcaption>{html.escape(path.stem)}</figcaption></figure>')
 
 
+def _retrained_banner(chosen: dict[str, Any]) -> str:
+    """The chosen architecture's retrained accuracy for the report's banner (or why there is none)."""
+    if not chosen:
+        return ""
+    r = chosen.get("retrain") or {}
+    if isinstance(r.get("test_acc"), (int, float)):
+        how = "fine-tuned from the supernet" if r.get("inherit") else "trained from scratch"
+        return (f'<br><span id="retrained">retrained: <b>{100 * r["test_acc"]:.2f}%</b> {html.escape(str(r.get("split", "test")))} '
+                f'accuracy ({how}, {r.get("epochs")} epoch(s))</span>')
+    return '<br><span id="retrained">not retrained (add a retrain stage for its accuracy trained on its own)</span>'
+
+
 def write_report(run_dir: Path) -> Path:
     """One self-contained HTML page (plots inline) that opens from disk with no server."""
     run_dir = Path(run_dir)
@@ -329,7 +382,8 @@ pre {{ background: #f7f7f7; padding: 1rem; overflow-x: auto; font-size: .8rem; }
 <p>space <b>{html.escape(str(results.get('space', '')))}</b> · dataset <b>{html.escape(str(results.get('dataset', '')))}</b> ·
 constraint {html.escape(str(results.get('constraint', '')))} · MACs and params counted by fvcore (one multiply-add = 1)</p>
 <p class="chosen" id="chosen">Chosen architecture: <code>{html.escape(chosen.get('arch', '(none yet)'))}</code>
-{f"— score {_g(chosen['score'])}, {human(chosen['macs'])} MACs, {human(chosen['params'])} params" if chosen else ''}</p>
+{f"— score {_g(chosen['score'])}, {human(chosen['macs'])} MACs, {human(chosen['params'])} params" if chosen else ''}
+{_retrained_banner(chosen)}</p>
 <h2>Candidates</h2>
 <table><tr><th>#</th><th>architecture</th><th>score</th><th>MACs</th><th>params</th><th>latency ms (predicted / measured)</th><th>retrained acc</th><th>origin</th></tr>
 {''.join(rows)}</table>
@@ -354,6 +408,8 @@ def compare(run_dirs: list[Path]) -> str:
     """
     rows = [("run", "method", "best architecture", "score", "retrained", "MACs", "params", "latency ms", "train", "search",
              "total")]
+    labels, smoke = run_labels(run_dirs), []
+    metric_names: set[str] = set()
     for d in run_dirs:
         d = Path(d)
         if not (d / "config.yaml").exists():
@@ -370,8 +426,11 @@ def compare(run_dirs: list[Path]) -> str:
 
         best = (results.get("candidates") or [None])[0]
         r = (best or {}).get("retrain") or {}
+        if state.get("smoke"):
+            smoke.append(labels[str(d)])
         rows.append((
-            d.name, method, best["arch"] if best else "-", _g(best["score"]) if best else "-",
+            labels[str(d)] + (" [smoke]" if state.get("smoke") else ""), method, best["arch"] if best else "-",
+            _score_cell(best, metric_names) if best else "-",
             f"{100 * r['test_acc']:.2f}%" if isinstance(r.get("test_acc"), (int, float)) else "-",
             human(best["macs"]) if best else "-", human(best["params"]) if best else "-",
             _latency_cell(best, "-") if best else "-",
@@ -382,7 +441,41 @@ def compare(run_dirs: list[Path]) -> str:
     widths = [max(len(str(row[j])) for row in rows) for j in range(len(rows[0]))]
     lines = ["  ".join(str(v).ljust(w) for v, w in zip(row, widths)).rstrip() for row in rows]
     lines.insert(1, "  ".join("-" * w for w in widths))
+    if len(metric_names) > 1:
+        lines.append(f"note: the scores come from different metrics ({', '.join(sorted(metric_names))}) and are not "
+                     "comparable across those runs; compare the retrained accuracy")
+    if smoke:
+        lines.append(f"note: [smoke] runs ({', '.join(smoke)}) ran with a minimal budget: their numbers are not results")
     return "\n".join(lines)
+
+
+def run_labels(run_dirs: list[Path]) -> dict[str, str]:
+    """Each run folder's label: its name, with as many parent folders as it takes to tell runs apart."""
+    paths = [Path(d).resolve() for d in run_dirs]
+    depth = 1
+    while True:
+        labels = ["/".join(p.parts[-depth:]) for p in paths]
+        if len(set(labels)) == len(labels) or depth >= max(len(p.parts) for p in paths):
+            break
+        depth += 1
+    seen: dict[str, int] = {}
+    out = {}
+    for d, label in zip(run_dirs, labels):
+        seen[label] = seen.get(label, 0) + 1
+        out[str(Path(d))] = label if seen[label] == 1 else f"{label} ({seen[label]})"  # the same folder twice
+    return out
+
+
+def _score_cell(cand: dict[str, Any], names: set[str]) -> str:
+    """The score with the metric it is (accuracies in %, like the retrained column); adds the metric to ``names``."""
+    score, metrics = cand.get("score"), cand.get("metrics") or {}
+    if not isinstance(score, (int, float)):
+        return "nan"
+    name = next((k for k, v in metrics.items() if isinstance(v, (int, float)) and abs(abs(v) - abs(score)) <= 1e-12), None)
+    names.add(name or "score")
+    if name in ("acc", "accuracy", "top1") and 0 <= score <= 1:
+        return f"{100 * score:.2f}% {name}"
+    return f"{score:.4g} {name}" if name else f"{score:.4g}"
 
 
 def summary_table(ctx: Any, top: int = 5) -> str:

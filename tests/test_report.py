@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 from nascore import cli
+from nascore.io import read_json
 from nascore.report import compare, generation_curves, make_plots, pareto_front, space_snapshots, stage_names, write_report
 from nascore.testing import run_config, tiny_config
 
@@ -59,7 +60,7 @@ def test_pareto_front_is_the_set_of_undominated_points():
 
 def test_plots_cover_what_the_run_logged(runs):
     written = {p.name for p in make_plots(runs[0])}
-    assert written == {"pareto.png", "search.png", "training.png", "space.png"}
+    assert written == {"pareto.png", "search.png", "training.png", "space.png", "retrain.png"}
     for name in written:
         assert (runs[0] / "plots" / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "space.png" not in {p.name for p in make_plots(runs[1])}  # no shrinking, no survival plot
@@ -113,7 +114,9 @@ def test_report_is_one_self_contained_page(runs):
     results = json.loads((runs[0] / "results.json").read_text())
     chosen = results["candidates"][0]
     assert chosen["arch"] in page and f"{100 * chosen['retrain']['test_acc']:.2f}%" in page
-    assert page.count("data:image/png;base64,") == 4
+    banner = page.split('id="chosen"', 1)[1].split("</p>", 1)[0]
+    assert f"retrained: <b>{100 * chosen['retrain']['test_acc']:.2f}%</b>" in banner  # the banner says it too
+    assert page.count("data:image/png;base64,") == 5  # pareto, search, training, retrain, space
     assert "http://" not in page and "https://" not in page and "<script" not in page  # opens from disk, offline
     assert "train (single_path)" in page and "search (random)" in page  # timings by stage name
     assert "trainer:" in page and "single_path" in page  # the resolved config
@@ -124,7 +127,7 @@ def test_report_shows_the_plots_plugins_draw_too(runs, tmp_path):
     shutil.copytree(runs[1], run)
     shutil.copy(run / "plots" / "pareto.png", run / "plots" / "plugin_round0.png")
     page = write_report(run).read_text()
-    assert page.count("data:image/png;base64,") == 4 and 'alt="plugin_round0"' in page
+    assert page.count("data:image/png;base64,") == 5 and 'alt="plugin_round0"' in page
 
 
 def test_report_of_a_run_that_has_not_finished(tmp_path):
@@ -155,6 +158,24 @@ def test_report_and_compare_refuse_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert err.count("is not a run folder (no config.yaml)") == 2 and "Traceback" not in err
 
 
+def _legends(run: Path) -> dict[str, list[str]]:
+    """The legend entries each plot drew (make_plots stores them in the PNG's Description chunk)."""
+    from PIL import Image
+
+    return {p.stem: Image.open(p).text.get("Description", "").split("\n") for p in (run / "plots").glob("*.png")}
+
+
+def test_retrain_curve_is_drawn_from_the_logged_steps(runs):
+    """retrain.png plots the retrain_step records (loss every log_every steps), one line per retrained index."""
+    steps = [m for m in map(json.loads, (runs[0] / "metrics.jsonl").read_text().splitlines())
+             if m.get("kind") == "retrain_step"]
+    assert len(steps) >= 2 and all(isinstance(m["loss"], float) for m in steps)
+    assert [m["step"] for m in steps] == sorted(m["step"] for m in steps)
+    make_plots(runs[0])
+    assert (runs[0] / "plots" / "retrain.png").exists()
+    assert len([label for label in _legends(runs[0])["retrain"] if label.startswith("retrain #")]) == 1
+
+
 # Each image drawn on a canvas: its size, and the share of opaque pixels in its last row (matplotlib
 # figures are opaque; an image cut short decodes its first rows and leaves the rest transparent).
 DECODED_IMAGES = """async () => {
@@ -183,7 +204,8 @@ def test_report_renders_in_headless_chromium(runs):
     from playwright.sync_api import sync_playwright
 
     page_path = write_report(runs[0])
-    chosen = json.loads((runs[0] / "results.json").read_text())["candidates"][0]["arch"]
+    best = read_json(runs[0] / "results.json")["candidates"][0]
+    chosen, acc = best["arch"], best["retrain"]["test_acc"]
     requests: list[str] = []
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=[
@@ -194,10 +216,18 @@ def test_report_renders_in_headless_chromium(runs):
             page.on("request", lambda r: requests.append(r.url))
             page.goto(page_path.resolve().as_uri(), wait_until="load")
             assert chosen in page.inner_text("#chosen")
+            assert f"retrained: {100 * acc:.2f}%" in page.inner_text("#chosen")  # the banner's retrained accuracy
             images = page.evaluate(DECODED_IMAGES)
         finally:
             browser.close()
-    assert sorted(alt for alt, *_ in images) == ["pareto", "search", "space", "training"]
+    assert sorted(alt for alt, *_ in images) == ["pareto", "retrain", "search", "space", "training"]
+    sizes = {alt: (w, h) for alt, w, h, _ in images}
+    assert sizes["training"][0] >= 900 and sizes["retrain"][0] >= 900  # full page width, not a thumbnail
+    legends = _legends(runs[0])
+    assert any(label.replace("\n", "") == f"chosen: {chosen}" for label in legends["pareto"])  # whole, not cut
+    assert {"loss (stage 0)", "batch acc (stage 0)"} <= set(legends["training"])  # every line labelled
+    assert any(label.startswith("retrain #0: training loss") and f"{100 * acc:.2f}%" in label
+               for label in legends["retrain"])
     for alt, width, height, bottom_row_opaque in images:
         assert width > 100 and height > 100, f"plot {alt} did not load ({width}x{height})"
         assert bottom_row_opaque == 1.0, f"plot {alt} decoded only in part (a truncated PNG draws its top rows)"

@@ -84,8 +84,11 @@ def retrain_one(ctx: Context, stage: RetrainStage, index: int) -> dict[str, floa
             ctx.allreduce_grads(child)
             opt.step()
             bar.update(1)
-            if not bar.disable and step % ctx.cfg.log_every == 0:  # .item() syncs a GPU: not every step
-                bar.set_postfix({"loss": f"{float(loss.detach()):.3g}", "epoch": epoch})
+            if step % ctx.cfg.log_every == 0:  # .item() syncs a GPU: not every step
+                value = float(loss.detach())
+                ctx.log.metric("retrain_step", index=index, step=step, epoch=epoch, loss=value)  # the report's curve
+                if not bar.disable:
+                    bar.set_postfix({"loss": f"{value:.3g}", "epoch": epoch})
         if not weights_finite(child):  # never replace the last good checkpoint with diverged weights
             raise _diverged(ctx, stage, index, "the weights became non-finite", (epoch + 1) * spe - 1, epoch)
         ckpt.save({"model": child.state_dict(), "optimizer": opt.state_dict(), "epoch": epoch + 1,
