@@ -72,11 +72,62 @@ def cmd_resume(args: argparse.Namespace) -> int:
     _set_threads()
     _init_distributed()
     t0 = time.time()
-    ctx = api.resume_context(Path(args.run_dir), quiet=args.quiet)
+    finished = _finished_on_disk(Path(args.run_dir))  # then only read back: no TensorBoard writer, nothing written
+    ctx = api.resume_context(Path(args.run_dir), quiet=args.quiet, export_only=finished)
     return _finish(ctx, run_pipeline, summary_table, t0, args)
 
 
+def _finished_on_disk(run_dir: Path) -> bool:
+    """Whether state.json says every stage of config.yaml ran (False when unsure: resume then says why)."""
+    try:
+        from pydantic import TypeAdapter
+
+        from nascore.config import Stage
+        from nascore.pipeline import runfolder
+        from nascore.pipeline.stages import iter_stages
+
+        saved = runfolder.read_state(run_dir)
+        if saved is None:
+            return False
+        stages = TypeAdapter(list[Stage]).validate_python(runfolder.load_run_config(run_dir).get("stages", []))
+    except Exception:  # noqa: BLE001 - the resume itself reports a damaged folder
+        return False
+    done, loops = set(saved[0].get("completed", [])), saved[0].get("loop_done", {})
+    return bool(done) and all(k in done or bool(loop and loops.get(loop)) for k, _, loop in iter_stages(stages))
+
+
+def _pending_stages(ctx: Any) -> list[str]:
+    """Keys of the stages of ``ctx``'s run that have not run yet (loop rounds a loop skipped count as done)."""
+    from nascore.pipeline.stages import iter_stages
+
+    done, loops = set(ctx.state.get("completed", [])), ctx.state.get("loop_done", {})
+    return [k for k, _, loop in iter_stages(ctx.cfg.stages) if k not in done and not (loop and loops.get(loop))]
+
+
+def _finished_earlier(ctx: Any) -> None:
+    """What `nascore resume` prints for a run that had already finished: its results and its own times."""
+    from nascore.pipeline.stages import iter_stages, stage_name
+    from nascore.report import summary_table
+
+    times = ctx.state.get("timings", {})
+    names = {k: stage_name(st) for k, st, _ in iter_stages(ctx.cfg.stages)}
+    print(f"nascore: {ctx.run_dir} had already finished; nothing to run (the times below are the original run's)",
+          file=sys.stderr)
+    print(f"run folder: {ctx.run_dir}   (finished earlier; its stages took {sum(times.values()):.1f} s)")
+    for k, t in times.items():
+        print(f"  [{k}] {names.get(k, '?'):<28} {t:>9.1f} s")
+    if (ctx.run_dir / "report.html").exists():
+        print(f"report: {ctx.run_dir / 'report.html'}   (nascore report {ctx.run_dir} rewrites it)")
+    print(f"space: {ctx.space.describe()}   constraint: {ctx.constraint.describe()}   (MACs counted by fvcore)")
+    print(summary_table(ctx) if ctx.candidates else "no candidates (the run had no search stage)")
+
+
 def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: argparse.Namespace) -> int:
+    if ctx.run_dir is not None and (ctx.state.get("completed") and not _pending_stages(ctx)):
+        ctx.log.close()
+        if ctx.dist.is_main:
+            _finished_earlier(ctx)
+        return 0
     try:
         run_pipeline(ctx)
     except KeyboardInterrupt:
@@ -177,6 +228,8 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 print(f"    {role + 's':<11} {', '.join(sorted(names))}")
             for e in d["errors"]:
                 print(f"    error: {e}")
+        for _, dist, why in reg.skipped:
+            print(f"{dist}  [disabled: {why}]")
     if args.strict and reg.failures:
         return 1
     return 0
@@ -208,18 +261,30 @@ def _space(name: str, options: list[str] | None, input_shape: str | None) -> Any
     return api.space(name, options or [], input_shape=shape, registry=_registry())
 
 
+def columns(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> str:
+    """Rows as aligned text columns (widths from every row; columns in ``right`` right-aligned; last one free)."""
+    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
+    out = []
+    for r in rows:
+        cells = [v.rjust(w) if j in right else v.ljust(w) for j, (v, w) in enumerate(zip(r[:-1], widths))]
+        out.append("  ".join([*cells, r[-1]]).rstrip())
+    return "\n".join(out)
+
+
 def cmd_spaces(args: argparse.Namespace) -> int:
     from nascore.roles import SpaceContext
 
     reg = _registry()
+    rows = [("space", "decisions", "architectures", "summary")]
     for name in reg.names("space"):
         c = reg.components["space"][name]
         try:
             space = c.build({}, SpaceContext(registry=reg))  # a factory always gets a context
             size = f"{space.size():,}" if space.size() < 10**12 else f"{float(space.size()):.2e}"
-            print(f"{name:<12} {len(space.decisions):>3} decisions  {size:>18} architectures   {c.summary}")
+            rows.append((name, str(len(space.decisions)), size, c.summary))
         except Exception as e:  # noqa: BLE001 - one broken space must not hide the others
-            print(f"{name:<12} failed to build: {type(e).__name__}: {e}")
+            rows.append((name, "-", "-", f"failed to build: {type(e).__name__}: {e}"))
+    print(columns(rows, right=frozenset({1, 2})))
     return 0
 
 
@@ -404,12 +469,17 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", help="run folder (default runs/<name>)")
     r.add_argument("--smoke", action="store_true", help="every stage with a minimal budget, to check a config in seconds")
     r.add_argument("--overwrite", action="store_true", help="replace an existing run in --out")
-    r.add_argument("--quiet", action="store_true", help="no progress bars")
+    r.add_argument("--quiet", action="store_true", help="no progress bars (the stage headers are still printed)")
     r.set_defaults(fn=cmd_run)
 
-    r = sub.add_parser("resume", help="continue an interrupted run", description="Continue a run from its last checkpoint.")
-    r.add_argument("run_dir")
-    r.add_argument("--quiet", action="store_true")
+    r = sub.add_parser(
+        "resume", help="continue an interrupted run",
+        description="Continue the run in RUN_DIR from its last checkpoint, with the config recorded there: finished "
+                    "stages are skipped, the interrupted one restarts from its newest checkpoint, and the same seed "
+                    "gives the same result as an uninterrupted run. A run that had already finished is not run again: "
+                    "its results are printed with the original run's stage times.")
+    r.add_argument("run_dir", help="a run folder (`nascore run` wrote it)")
+    r.add_argument("--quiet", action="store_true", help="no progress bars (the stage headers are still printed)")
     r.set_defaults(fn=cmd_resume)
 
     r = sub.add_parser(
@@ -426,12 +496,22 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--arch", type=int, default=0, help="rank of the candidate in results.json (default 0: the best)")
     r.set_defaults(fn=cmd_export)
 
-    r = sub.add_parser("report", help="write RUN_DIR/report.html: plots, chosen architectures, config, timings")
-    r.add_argument("run_dir")
+    r = sub.add_parser(
+        "report", help="write RUN_DIR/report.html: plots, chosen architectures, config, timings",
+        description="Write RUN_DIR/plots/*.png and RUN_DIR/report.html, one self-contained page (plots inline, no "
+                    "server, nothing fetched) with the chosen architecture and its retrained accuracy, every "
+                    "candidate, score vs MACs with the Pareto front, search and training curves, stage times and the "
+                    "resolved config. Reads only the run folder: works on finished runs and on runs still going.")
+    r.add_argument("run_dir", help="a run folder (`nascore run` wrote it)")
     r.set_defaults(fn=cmd_report)
 
-    r = sub.add_parser("compare", help="several runs side by side")
-    r.add_argument("run_dirs", nargs="+")
+    r = sub.add_parser(
+        "compare", help="several runs side by side",
+        description="One row per run folder: method (trainers+selectors), best architecture, its score and the "
+                    "evaluator that gave it (scores of different evaluators are not comparable), retrained accuracy, "
+                    "MACs, params, and the time spent training, searching and in all. Runs are labelled by folder "
+                    "(with as much of the path as tells them apart); smoke runs are marked.")
+    r.add_argument("run_dirs", nargs="+", metavar="RUN_DIR", help="run folders (`nascore run` wrote them)")
     r.set_defaults(fn=cmd_compare)
 
     r = sub.add_parser(
@@ -461,8 +541,11 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--strict", action="store_true", help="exit 1 if a plugin failed to load")
     r.set_defaults(fn=cmd_plugins)
 
-    r = sub.add_parser("list", help="components of one role (spaces, trainers, evaluators, selectors, distillers, datasets)")
-    r.add_argument("role")
+    r = sub.add_parser(
+        "list", help="components of one role (spaces, trainers, evaluators, selectors, distillers, datasets)",
+        description="Name, distribution and summary of every installed component of ROLE (built-ins and plugins); "
+                    "`nascore schema ROLE NAME` shows a component's options, `nascore plugins` what failed to load.")
+    r.add_argument("role", help="spaces, trainers, evaluators, selectors, distillers, datasets or recipes")
     r.set_defaults(fn=cmd_list)
 
     r = sub.add_parser("recipes", help="ready-made configs runnable as `nascore run NAME`")

@@ -97,6 +97,7 @@ class Registry:
         self.components: dict[str, dict[str, Component]] = {r: {} for r in hookspecs.ROLES}
         self.plugins: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
+        self.skipped: list[tuple[Any, str, str]] = []  # (entry point, distribution, why): not loaded on purpose
 
     # -- loading -----------------------------------------------------------------------------
     def add_plugin(self, module: Any, info: PluginInfo) -> bool:
@@ -159,7 +160,25 @@ class Registry:
         hint = f"installed {role}s: {', '.join(sorted(comps)) or '(none)'} (see `nascore plugins`)"
         if failed:
             hint += "; failed plugins: " + ", ".join(f"{f.dist} ({f.error})" for f in failed)
+        disabled = self._disabled_provider(role, name)
+        if disabled is not None:
+            dist, why = disabled
+            msg = f"{role} {name!r} comes from plugin {dist!r}, which is disabled ({why})"
+            hint = (f"enable it: remove {dist} from NASCORE_DISABLE_PLUGINS" if why.startswith("NASCORE_DISABLE")
+                    else f"enable it: add {dist} to NASCORE_LOAD_PLUGINS (or unset it)") + "; see `nascore plugins`"
         raise UnknownComponent(msg, hint=hint)
+
+    def _disabled_provider(self, role: str, name: str) -> tuple[str, str] | None:
+        """(distribution, why) of a plugin left out on purpose that would register ``role`` ``name``."""
+        for ep, dist, why in self.skipped:
+            try:  # only on this error path: load it into a scratch registry to see what it provides
+                scratch = Registry()
+                scratch.add_plugin(ep.load(), PluginInfo(ep.name, dist, "?", getattr(ep, "value", ""), False))
+            except Exception:  # noqa: BLE001 - a broken disabled plugin just does not count
+                continue
+            if name in scratch.components.get(role, {}):
+                return dist, why
+        return None
 
     def names(self, role: str) -> list[str]:
         return sorted(self.components[role])
@@ -221,8 +240,10 @@ def build_registry(load_entry_points: bool = True, extra: Iterable[tuple[Any, st
                 continue
             seen.add(ep.name)
             if allow is not None and ep.name not in allow and dist not in allow:
+                reg.skipped.append((ep, dist, f"not in NASCORE_LOAD_PLUGINS={os.environ.get('NASCORE_LOAD_PLUGINS', '')}"))
                 continue
             if ep.name in block or dist in block:
+                reg.skipped.append((ep, dist, f"NASCORE_DISABLE_PLUGINS={os.environ.get('NASCORE_DISABLE_PLUGINS', '')}"))
                 continue
             try:
                 module = ep.load()

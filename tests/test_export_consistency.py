@@ -153,12 +153,14 @@ def test_arch_json_is_byte_identical_whichever_path_wrote_it(finished, tmp_path)
 
     resumed = tmp_path / "resumed"  # the same run killed after its search stage, then resumed
     shutil.copytree(run, resumed)
-    state = json.loads((resumed / "state.json").read_text())
+    from nascore.io import read_json, write_json
+
+    state = read_json(resumed / "state.json")
     state["completed"] = ["0", "1"]
     for k in ("2", "3"):
         state["timings"].pop(k)
     state.pop("retrain")
-    (resumed / "state.json").write_text(json.dumps(state))
+    write_json(resumed / "state.json", state)
     for sub in ("retrain", "export"):
         shutil.rmtree(resumed / sub)
     for f in (resumed / "checkpoints").glob("stage-3-*"):

@@ -8,6 +8,7 @@ on what ran before it in this process. ``export`` and ``retrain`` stages are in
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterator
 from typing import Any
 
@@ -80,4 +81,32 @@ def run_search(ctx: Context, stage: SearchStage, key: str) -> SearchResult:
         ctx.candidates = list(result.candidates)[: stage.keep]
         best = ctx.candidates[0]
         ctx.log.event("best", stage=key, arch=best.arch_str, score=best.score, macs=best.macs, params=best.params)
+        warn_few_feasible(ctx, stage.keep, key)
     return result
+
+
+def warn_few_feasible(ctx: Context, keep: int, key: str, enumerate_up_to: int = 20_000) -> None:
+    """Warn when the constraint leaves fewer architectures than the stage keeps (one, at worst).
+
+    Counted exactly on spaces of up to ``enumerate_up_to`` architectures; on larger ones a search
+    that found a single distinct architecture is reported.
+    """
+    if ctx.constraint.unbounded or len({c.arch_str for c in ctx.candidates}) >= keep:
+        return
+    size = ctx.space.size()
+    if size <= enumerate_up_to:
+        n = sum(1 for a in ctx.space.enumerate() if ctx.feasible(a))
+        if n >= keep:
+            return
+        what = (f"only {'one architecture' if n == 1 else f'{n} architectures'} of the {size:,} in the space "
+                f"meet{'s' if n == 1 else ''} the constraint {ctx.constraint.describe()}, so stage {key} returned "
+                f"{len(ctx.candidates)} candidate(s) (keep: {keep})")
+    elif len({c.arch_str for c in ctx.candidates}) == 1:
+        n = None
+        what = (f"stage {key} found a single architecture meeting the constraint {ctx.constraint.describe()}; "
+                "it may be the only one the space has")
+    else:
+        return
+    ctx.log.event("few_feasible", stage=key, feasible=n, candidates=len(ctx.candidates), keep=keep)
+    if ctx.dist.is_main:
+        print(f"nascore: warning: {what}; loosen the constraint for a real choice", file=sys.stderr)
