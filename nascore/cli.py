@@ -7,7 +7,9 @@ tracebacks are shown only with ``--debug``.
 from __future__ import annotations
 
 import argparse
+import io
 import json
+import math
 import os
 import random
 import sys
@@ -26,6 +28,41 @@ EPILOG = """examples:
   nascore export runs/a --format onnx    standalone model of the chosen architecture
   nascore plugins                        what is installed, and what failed to load
 docs: docs/index.md"""
+
+
+SAMPLE_MAX = 100_000
+"""Most architectures ``nascore sample`` prints in one call (a huge ``-n`` would never finish)."""
+INPUT_MAX = (64, 2048, 2048)
+"""Largest ``--input`` CxHxW ``cost``/``sample`` accept (a space is built and traced at that size)."""
+
+
+def _int_arg(lo: int | None = None, hi: int | None = None) -> Any:
+    """An argparse type: an integer in [lo, hi]; anything else is a usage error naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            v = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+        if (lo is not None and v < lo) or (hi is not None and v > hi):
+            raise argparse.ArgumentTypeError(
+                f"{text[:30]!r} is out of range: use {lo if lo is not None else '…'} to {hi if hi is not None else '…'}")
+        return v
+
+    return parse
+
+
+def _float_arg(lo: float, hi: float, lo_open: bool = False) -> Any:
+    """An argparse type: a finite number in [lo, hi] (``(lo, hi]`` with ``lo_open``)."""
+    def parse(text: str) -> float:
+        try:
+            v = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+        if not math.isfinite(v) or v < lo or v > hi or (lo_open and v == lo):
+            raise argparse.ArgumentTypeError(f"{text[:30]!r} is out of range: use {'more than ' if lo_open else ''}{lo:g} to {hi:g}")
+        return v
+
+    return parse
 
 
 def _registry() -> Any:
@@ -258,6 +295,9 @@ def _space(name: str, options: list[str] | None, input_shape: str | None) -> Any
     from nascore import api
 
     shape = api.parse_shape(input_shape) if input_shape else api.DEFAULT_INPUT_SHAPE
+    if any(v > m for v, m in zip(shape, INPUT_MAX)):
+        raise NascoreError(f"--input {input_shape!r} is larger than {'x'.join(map(str, INPUT_MAX))}",
+                           hint="the space is built and traced at this size; e.g. --input 3x224x224")
     return api.space(name, options or [], input_shape=shape, registry=_registry())
 
 
@@ -493,7 +533,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="format to write (repeatable; default: the run's export stage formats, else torchscript)")
     r.add_argument("--bake-normalization", action=argparse.BooleanOptionalAction, default=None,
                    help="TorchScript/ONNX models take raw pixels and normalise inside (default: the run's export stage)")
-    r.add_argument("--arch", type=int, default=0, help="rank of the candidate in results.json (default 0: the best)")
+    r.add_argument("--arch", type=_int_arg(0), default=0, help="rank of the candidate in results.json (default 0: the best)")
     r.set_defaults(fn=cmd_export)
 
     r = sub.add_parser(
@@ -525,14 +565,14 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--evaluator", help="evaluator to score with (default for --run: the run's search evaluator, else accuracy)")
     r.add_argument("--options", help="the evaluator's options as JSON, e.g. '{\"recal_batches\": 10}'")
     r.add_argument("--baselines", default=None, help="comma-separated evaluators (default: params, macs and every installed zero-cost proxy; 'none' for none)")
-    r.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2], help="seeds of seeded scorers (proxies' init)")
-    r.add_argument("--archs", type=int, default=None, help="score a seeded random sample of N architectures (nb201 default 500)")
-    r.add_argument("--sample-seed", type=int, default=0, help="seed of that sample")
-    r.add_argument("--top", type=float, default=0.1, help="fraction of the true best for τ top and P@top (default 0.1)")
-    r.add_argument("--brackets", type=int, default=5, help="MACs brackets for τ within brackets (default 5)")
+    r.add_argument("--seeds", type=_int_arg(0, 2**32 - 1), nargs="+", default=[0, 1, 2], help="seeds of seeded scorers (proxies' init)")
+    r.add_argument("--archs", type=_int_arg(2, 10**7), default=None, help="score a seeded random sample of N architectures (nb201 default 500)")
+    r.add_argument("--sample-seed", type=_int_arg(0, 2**32 - 1), default=0, help="seed of that sample")
+    r.add_argument("--top", type=_float_arg(0.0, 1.0, lo_open=True), default=0.1, help="fraction of the true best for τ top and P@top (default 0.1)")
+    r.add_argument("--brackets", type=_int_arg(1, 1000), default=5, help="MACs brackets for τ within brackets (default 5)")
     r.add_argument("--json", help="also write the figures as JSON here")
     r.add_argument("--plot", help="also write a scatter plot PNG (scores vs truth) here")
-    r.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    r.add_argument("--threads", type=_int_arg(1, 1024), default=1, help="torch threads (default 1)")
     r.add_argument("--quiet", action="store_true", help="no per-scorer progress lines")
     r.set_defaults(fn=cmd_rank)
 
@@ -561,8 +601,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     r = sub.add_parser("sample", help="print random architecture strings of a space")
     r.add_argument("space")
-    r.add_argument("-n", type=int, default=5)
-    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("-n", type=_int_arg(0, SAMPLE_MAX), default=5, help=f"how many (at most {SAMPLE_MAX:,})")
+    r.add_argument("--seed", type=_int_arg(), default=0)
     r.add_argument("--option", action="append", metavar="KEY=VALUE", help="space option, e.g. width=16")
     r.set_defaults(fn=cmd_sample)
 
@@ -612,7 +652,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0
     try:
-        return int(args.fn(args) or 0)
+        code = int(args.fn(args) or 0)
+        sys.stdout.flush()  # a closed pipe shows here, inside the handler, not at interpreter exit
+        return code
+    except BrokenPipeError:
+        return _closed_pipe()
     except NascoreError as e:
         if args.debug:
             raise
@@ -624,9 +668,26 @@ def main(argv: list[str] | None = None) -> int:
     except Exception as e:  # noqa: BLE001
         if args.debug:
             raise
+        from nascore import registry as _reg
+
+        blamed = _reg._REGISTRY.blame(e) if _reg._REGISTRY is not None else None  # plugin code on the traceback?
+        if blamed is not None:
+            print(f"nascore: error: {blamed}", file=sys.stderr)
+            return 2
         print(f"nascore: internal error: {type(e).__name__}: {e}\n  (run again with --debug for the traceback, "
               "and please report it)", file=sys.stderr)
         return 1
+
+
+def _closed_pipe() -> int:
+    """Output went to a pipe whose reader has gone (``nascore list | head -1``): stop quietly, as
+    ``cat`` does (exit status 141 = killed by SIGPIPE), and keep Python's exit-time flush silent."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError, io.UnsupportedOperation):
+        pass  # stdout is no file (a captured stream in tests): nothing is flushed at exit
+    return 141
 
 
 if __name__ == "__main__":  # pragma: no cover

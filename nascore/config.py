@@ -31,6 +31,8 @@ NAME_MAX = 100
 """Longest run name: it becomes a folder name (``runs/<name>-smoke``), which filesystems cap at 255 bytes."""
 _NAME_BAD_START = (".", "-", " ")
 _DEVICE_OK = re.compile(r"auto|cpu|mps|(cuda|xpu)(:[0-9]+)?")
+INT_MAX = 2**63 - 1
+"""Largest integer a config may hold anywhere (torch and the data loaders take 64-bit integers)."""
 EXPORT_EXTRAS = {"onnx": ("onnx", "onnxruntime")}
 """The packages each export format needs beyond the core (the ``onnx`` extra: pip install 'nascore[onnx]')."""
 
@@ -354,6 +356,16 @@ def _finite_problems(model: BaseModel, raw: dict[str, Any], prefix: str) -> list
     return out
 
 
+def _huge_ints(value: Any, where: str) -> list[tuple[str, int]]:
+    if isinstance(value, int) and not isinstance(value, bool):
+        return [(where or "(top level)", value)] if abs(value) > INT_MAX else []
+    if isinstance(value, dict):
+        return [p for k, v in value.items() for p in _huge_ints(v, f"{where}.{k}" if where else str(k))]
+    if isinstance(value, (list, tuple)):
+        return [p for i, v in enumerate(value) for p in _huge_ints(v, f"{where}[{i}]")]
+    return []
+
+
 def _module_available(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
@@ -401,6 +413,9 @@ def validate(
             problems.extend(format_pydantic(e, prefix=f"{path}.options"))
             continue
         problems.extend(_finite_problems(options[path], ref.options, f"{path}.options"))
+    if not problems:  # an integer past 64 bits overflows torch and the data loaders mid-run: refuse it now
+        for where, v in _huge_ints(resolved_dict(cfg, options), ""):
+            problems.append(f"{where}: {v} is too large (at most 2^63-1)")
     have = module_available or _module_available
     for fmt in sorted(export_formats(cfg.stages)):
         missing = [m for m in EXPORT_EXTRAS.get(fmt, ()) if not have(m)]

@@ -14,20 +14,26 @@ Switches (environment):
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import importlib.metadata as md
 import os
-from collections.abc import Iterable
+import sys
+import traceback
+import types
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 import attrs
 import pluggy
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, ValidationError
 
 from nascore import hookspecs
 from nascore._version import __version__
-from nascore.errors import PluginError, UnknownComponent
+from nascore.config import format_pydantic
+from nascore.errors import ConfigError, NascoreError, PluginError, UnknownComponent
 from nascore.hookspecs import Register, hookimpl
 
 __all__ = ["Component", "NoOptions", "PluginFailure", "PluginInfo", "Register", "Registry", "build_registry",
@@ -56,16 +62,25 @@ class Component:
     version: str
 
     def build(self, options: BaseModel | dict | None, ctx: Any) -> Any:
-        cfg = options if isinstance(options, BaseModel) else self.config.model_validate(options or {})
+        try:
+            cfg = options if isinstance(options, BaseModel) else self.config.model_validate(options or {})
+        except ValidationError as e:
+            raise ConfigError(format_pydantic(e, prefix="options"), source=f"{self.role} {self.name!r}") from None
         try:
             obj = self.factory(cfg, ctx)
         except Exception as e:  # noqa: BLE001 - any error from plugin code is reported with its name
-            if isinstance(e, PluginError) or type(e).__module__.startswith("nascore"):
+            if isinstance(e, NascoreError):
                 raise
             raise PluginError(
                 f"{self.role} {self.name!r} from plugin {self.dist!r} failed to build: {type(e).__name__}: {e}"
+                f"{_where(e)}"
             ) from e
         return obj
+
+    @property
+    def label(self) -> str:
+        """``trainer 'spos' from plugin 'nascore-spos' 0.1.0``: how errors name the component."""
+        return f"{self.role} {self.name!r} from plugin {self.dist!r} {self.version}"
 
 
 @attrs.frozen
@@ -98,6 +113,7 @@ class Registry:
         self.plugins: list[PluginInfo] = []
         self.failures: list[PluginFailure] = []
         self.skipped: list[tuple[Any, str, str]] = []  # (entry point, distribution, why): not loaded on purpose
+        self._roots: list[tuple[str, PluginInfo]] = []  # where each non-built-in plugin's code lives
 
     # -- loading -----------------------------------------------------------------------------
     def add_plugin(self, module: Any, info: PluginInfo) -> bool:
@@ -122,7 +138,60 @@ class Registry:
                     )
                     return False
         self.plugins.append(info)
+        root = None if info.builtin else _code_root(module)
+        if root is not None:
+            self._roots.append((root, info))
         return True
+
+    # -- errors from plugin code ---------------------------------------------------------------
+    def blame(self, exc: BaseException, active: Iterable[Component] = (),
+              doing: str | Callable[[], str] = "") -> PluginError | None:
+        """A :class:`PluginError` naming the plugin (distribution) and component whose code raised
+        ``exc`` (the innermost frame of the traceback inside a non-built-in plugin), or None when no
+        plugin code is on the traceback (then it is nascore's own error).
+
+        ``active`` are the components in use (the run's); among a plugin's components the one whose
+        factory is defined in the raising file is named, else the plugin's first active one.
+        """
+        if isinstance(exc, NascoreError) or not self._roots:
+            return None
+        frames = traceback.extract_tb(exc.__traceback__)
+        for frame in reversed(frames):
+            path = os.path.realpath(frame.filename)
+            for root, info in self._roots:
+                if path == root or path.startswith(root + os.sep):
+                    comp = self._component_of(info, path, list(active))
+                    who = comp.label if comp is not None else f"plugin {info.dist!r} {info.version}"
+                    here = f" (at {_short(frame.filename)}:{frame.lineno} in {frame.name})"
+                    text = str(exc).strip().splitlines()[0][:300] if str(exc).strip() else ""
+                    doing = doing() if callable(doing) else doing
+                    return PluginError(
+                        f"{who} raised {type(exc).__name__}: {text}{here}" + (f" while {doing}" if doing else ""),
+                        hint=f"this is an error in the plugin {info.dist!r}, not in nascore: report it to its authors "
+                             f"(`nascore --debug …` shows the traceback), or leave it out with "
+                             f"NASCORE_DISABLE_PLUGINS={info.name}",
+                    )
+        return None
+
+    def _component_of(self, info: PluginInfo, path: str, active: list[Component]) -> Component | None:
+        mine = [c for c in active if c.plugin == info.name]
+        every = [c for comps in self.components.values() for c in comps.values() if c.plugin == info.name]
+        for pool in (mine, every):
+            for c in pool:
+                if _defined_in(c.factory) == path:
+                    return c
+        return mine[0] if mine else (every[0] if len(every) == 1 else None)
+
+    @contextlib.contextmanager
+    def guard(self, active: Iterable[Component] = (), doing: str | Callable[[], str] = "") -> Iterator[None]:
+        """Re-raise an exception from plugin code as a :class:`PluginError` naming plugin and component."""
+        try:
+            yield
+        except Exception as e:
+            err = self.blame(e, active, doing)
+            if err is None:
+                raise
+            raise err from e
 
     def _register_fn(self, role: str, info: PluginInfo) -> Register:
         def register(name: str, factory: Any, config: type[BaseModel] | None = None, summary: str = "") -> None:
@@ -190,6 +259,36 @@ class Registry:
             if names:
                 out[role] = names
         return out
+
+
+def _code_root(module: Any) -> str | None:
+    """The folder of the top-level package ``module`` (or an object of hookimpls) belongs to; the
+    module's own file when it is no package."""
+    name = module.__name__ if isinstance(module, types.ModuleType) else getattr(module, "__module__", None)
+    if not isinstance(name, str):
+        return None
+    for candidate in (sys.modules.get(name.split(".")[0]), sys.modules.get(name)):
+        path = getattr(candidate, "__file__", None)
+        if path:
+            p = Path(os.path.realpath(path))
+            return str(p.parent) if p.name == "__init__.py" else str(p)
+    return None
+
+
+def _defined_in(obj: Any) -> str | None:
+    mod = sys.modules.get(getattr(obj, "__module__", "") or "")
+    path = getattr(mod, "__file__", None)
+    return os.path.realpath(path) if path else None
+
+
+def _short(path: str) -> str:
+    parts = Path(path).parts
+    return str(Path(*parts[-2:])) if len(parts) >= 2 else path
+
+
+def _where(e: BaseException) -> str:
+    tb = traceback.extract_tb(e.__traceback__)
+    return f" (at {_short(tb[-1].filename)}:{tb[-1].lineno} in {tb[-1].name})" if tb else ""
 
 
 def _summary_of(obj: Any) -> str:

@@ -13,7 +13,7 @@ class TinyChainConfig(BaseModel):
     """Options of the ``tiny_chain`` test-bed space (4 layers × {conv3, conv5, skip})."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    layers: int = Field(4, gt=0, description="number of choice layers")
+    layers: int = Field(4, gt=0, le=256, description="number of choice layers")
     width: int = Field(8, gt=0, description="channels of the first half (doubled after)")
 
 
@@ -21,7 +21,7 @@ class TinyMatchedConfig(BaseModel):
     """Options of the ``tiny_matched`` cost-matched test bed (4 layers × {conv, dil, pool, lin})."""
 
     model_config = ConfigDict(extra="forbid", frozen=True)
-    layers: int = Field(4, gt=0, description="number of choice layers")
+    layers: int = Field(4, gt=0, le=256, description="number of choice layers")
     width: int = Field(8, gt=0, description="channels of the first half (doubled after)")
 
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nascore.arch import Candidate
-from nascore.config import ExportStage, RetrainStage, SearchStage, TrainStage, resolved_dict, validate
+from nascore.config import ExportStage, RetrainStage, SearchStage, TrainStage, iter_refs, resolved_dict, validate
 from nascore.errors import CheckpointError
 from nascore.pipeline import runfolder, tensorboard
 from nascore.pipeline.context import RunContext
@@ -28,7 +28,17 @@ from nascore.registry import Registry, get_registry
 
 
 def run_pipeline(ctx: RunContext) -> list[Candidate]:
-    """Run (or continue) every stage of ``ctx.cfg``; returns the final candidates."""
+    """Run (or continue) every stage of ``ctx.cfg``; returns the final candidates.
+
+    An exception raised by plugin code becomes a :class:`~nascore.errors.PluginError` naming the
+    plugin, the component and the stage (:meth:`nascore.registry.Registry.guard`).
+    """
+    active = [ctx.registry.get(role, ref.name) for _, role, ref in iter_refs(ctx.cfg)]
+    with ctx.registry.guard(active, lambda: f"running stage {ctx.stage_key}"):
+        return _run_stages(ctx)
+
+
+def _run_stages(ctx: RunContext) -> list[Candidate]:
     cfg = ctx.cfg
     done = set(ctx.state.get("completed", []))
     timings = ctx.state.setdefault("timings", {})
@@ -89,6 +99,7 @@ def open_run(
             runfolder.write_splits(run_dir, cfg.seed, ctx.data.splits)
             if smoke:
                 ctx.state["smoke"] = True
+                ctx.write_state()  # now: a smoke run killed in its first stage must resume as a smoke run
     return ctx
 
 
