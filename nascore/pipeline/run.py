@@ -100,7 +100,6 @@ def open_run(
             if smoke:
                 ctx.state["smoke"] = True
                 ctx.write_state()  # now: a smoke run killed in its first stage must resume as a smoke run
-                ctx.write_state()  # now: a smoke run killed in its first stage must resume as a smoke run
     return ctx
 
 
