@@ -7,14 +7,25 @@ layer runs the *sum* of the ops whose gates are on (none on = ``skip``, the iden
   ``sample_rate`` (NSE's ``balance_s_rate`` = 0.5: uniform over the subsets of the active ops),
   one forward/backward through that multi-branch path.
 * **α steps** (every ``arch_every`` steps, Adam with β1 = 0 on the ``val`` split, which weight steps
-  never see): gates drawn from ``σ(α)``; each layer runs *all* its active ops mixed with
-  straight-through weights ``g + σ(α) − sg(σ(α))`` (``g`` the sampled 0/1 gate), so the forward is
-  the sampled path while every α gets the gradient of its op's output (ProxylessNAS-style binary
-  gates). Loss = CE + ``mac_weight``·(|E[MACs] − target| / target)^``mac_beta``, where
-  ``E[MACs] = fixed + Σ_l Σ_o σ(α[l, o])·MACs_l(o)`` from the cost table: exact for multi-branch
-  layers, whose MACs add up over their ops, and differentiable in α. NSE writes the penalty as
-  ``mac_alpha·(E − target)^mac_beta`` in raw MACs; dividing by the target makes one weight work at
-  any scale (``mac_weight`` ≈ ``mac_alpha``·target² for β = 2).
+  never see), two estimators (``alpha_estimator``):
+
+  - ``pair`` (default; the official code, ``AMBNet.sampler(arch_update=True)`` + ``forward``): per
+    layer the *combination probability* of a subset ``S`` of its active ops is
+    ``P(S) = Π_{o∈S} p_o · Π_{o∉S} (1 − p_o)`` with ``p = 0.999·σ(α) + 5e-4``; two distinct valid
+    subsets are drawn from it without replacement (the "selected" ``S1`` and "unselected" ``S2``;
+    with more than 5 active ops, by redrawing Bernoulli gates, as the code), renormalised to
+    ``q_i = P(S_i) / (P(S1) + P(S2))``, and the layer outputs
+    ``out(S1)·(q1 + 1 − sg(q1)) + out(S2)·(q2 − sg(q2))``: the forward is the selected subset, α gets
+    the gradient of the binary choice between the two. Its MACs term is ``q1·MACs(S1) + q2·MACs(S2)``
+    per layer (the code's);
+  - ``gate``: gates drawn from ``σ(α)``; each layer runs *all* its active ops mixed with
+    straight-through weights ``g + σ(α) − sg(σ(α))`` (``g`` the sampled 0/1 gate), so every α gets
+    the gradient of its own op's output (ProxylessNAS-style per-op gates), with the exact
+    ``E[MACs] = fixed + Σ_l Σ_o σ(α[l, o])·MACs_l(o)`` from the cost table.
+
+  Loss = CE + ``mac_weight``·(|M − target| / target)^``mac_beta`` with ``M`` the estimator's MACs
+  term. NSE writes the penalty as ``mac_alpha·(M − target)^mac_beta`` in raw MACs; dividing by the
+  target makes one weight work at any scale (``mac_weight`` ≈ ``mac_alpha``·target² for β = 2).
 
 At the end of the stage α goes to ``ctx.state["nse"]["alpha"]`` for the selector. When the previous
 round's selector asked for it (``reinit``), the stage first re-initialises every supernet weight
@@ -24,7 +35,8 @@ carries over between rounds is the sub-space and the Pareto architectures, not t
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+import itertools
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -33,6 +45,12 @@ from pydantic import Field
 from nascore.arch import Architecture
 from nascore.trainer import SupernetTrainer, TrainerConfig
 from nascore_nse.pool import SKIP, NSEPoolSpace, require_pool, sample_gated
+
+#: The code's clamp of the gate probabilities in the pair estimator (``σ(α)·0.999 + 5e-4``).
+PAIR_EPS = 5e-4
+#: Up to this many active ops a layer's subsets are enumerated and two drawn by their combination
+#: probability; above it two distinct valid Bernoulli draws (the code's trade-off).
+PAIR_ENUMERATE_MAX = 5
 from nascore_nse.state import ensure_state
 
 if TYPE_CHECKING:
@@ -50,6 +68,9 @@ class NseTrainerConfig(TrainerConfig):
     mac_weight: float = Field(1.0, ge=0, description="weight of the MACs penalty (relative error to the target)")
     mac_beta: float = Field(2.0, gt=0, description="exponent of the MACs penalty (NSE: 2)")
     reinit: bool = Field(True, description="re-initialise weights and α when a new NSE round starts (NSE re_init)")
+    alpha_estimator: Literal["pair", "gate"] = Field(
+        "pair", description="α step: pair = the official code (a selected and an unselected subset drawn from the joint "
+        "combination probability, STE over the two); gate = a straight-through gate per op")
 
 
 class NseTrainer(SupernetTrainer):
@@ -121,16 +142,85 @@ class NseTrainer(SupernetTrainer):
         p = [{o: float(probs[j, self.index[o]]) for o in space.layer_ops(j)} for j in range(len(space.decisions))]
         return space.ops_of(sample_gated(space, self.rng, p))
 
-    def alpha_step(self, ctx: "Context") -> dict[str, float]:
-        """One straight-through α update on a ``val`` batch (weights untouched)."""
-        assert self.alpha is not None and self.alpha_opt is not None
-        n_val = ctx.data.num_batches("val")
-        if n_val == 0:
-            return {}
-        epoch, b = divmod(self.alpha_steps, n_val)
-        x, y = next(iter(ctx.data.batches("val", epoch=epoch, start=b, limit=b + 1, device=ctx.device)))
-        space: NSEPoolSpace = ctx.space  # type: ignore[assignment]
-        net = ctx.supernet
+    # -- the pair estimator (official code) -------------------------------------------------------
+    def pair_probs(self, alpha: torch.Tensor) -> torch.Tensor:
+        """The code's gate probabilities for the pair estimator: ``0.999·σ(α) + 5e-4``."""
+        return torch.sigmoid(alpha) * (1 - 2 * PAIR_EPS) + PAIR_EPS
+
+    def comb_prob(self, probs: torch.Tensor, j: int, ops: tuple[str, ...], subset: frozenset[str]) -> torch.Tensor:
+        """``P(S) = Π_{o∈S} p_o Π_{o∉S} (1 − p_o)`` over the active ``ops`` of layer ``j`` (code ``_comb_prob``)."""
+        terms = [probs[j, self.index[o]] if o in subset else 1 - probs[j, self.index[o]] for o in ops]
+        return torch.stack(terms).prod()
+
+    def _valid_subsets(self, space: NSEPoolSpace, j: int) -> list[frozenset[str]]:
+        ops = space.layer_ops(j)
+        out = [frozenset()] if SKIP in space.allowed[j] else []
+        for n in range(1, space.cap(j) + 1):
+            out += [frozenset(c) for c in itertools.combinations(ops, n)]
+        return out
+
+    def _pairs(self, space: NSEPoolSpace, probs: torch.Tensor) -> list[tuple[frozenset[str], frozenset[str]] | frozenset[str]]:
+        """Per layer a (selected, unselected) pair of distinct valid subsets drawn from the combination
+        probability, or the only valid subset of a layer that has one."""
+        out: list[Any] = []
+        for j in range(len(space.decisions)):
+            ops = space.layer_ops(j)
+            valid = self._valid_subsets(space, j)
+            if len(valid) <= 1:
+                out.append(valid[0] if valid else frozenset())
+                continue
+            if len(ops) <= PAIR_ENUMERATE_MAX:
+                w = [float(self.comb_prob(probs, j, ops, v)) for v in valid]
+                first = self.rng.choices(range(len(valid)), weights=w)[0]
+                rest = [i for i in range(len(valid)) if i != first]
+                second = self.rng.choices(rest, weights=[w[i] for i in rest])[0]
+                out.append((valid[first], valid[second]))
+                continue
+            p = {o: float(probs[j, self.index[o]]) for o in ops}
+            ok = set(valid)
+            draws: list[frozenset[str]] = []
+            while len(draws) < 2:
+                s = frozenset(o for o in ops if self.rng.random() < p[o])
+                if s in ok and s not in draws:
+                    draws.append(s)
+            out.append((draws[0], draws[1]))
+        return out
+
+    def _pair_mix(self, space: NSEPoolSpace) -> tuple[list[Any], list[torch.Tensor | None], torch.Tensor]:
+        """Options, mixing weights and MACs term of one pair-estimator α step (see module docstring)."""
+        assert self.alpha is not None
+        probs = self.pair_probs(self.alpha)
+        pairs = self._pairs(space, probs.detach())
+        options: list[Any] = []
+        weights: list[torch.Tensor | None] = []
+        macs = torch.tensor(self.fixed_macs, device=self.alpha.device)
+        for j, pair in enumerate(pairs):
+            ops = space.layer_ops(j)
+            if isinstance(pair, frozenset):  # one valid subset: runs as is, constant cost
+                options.append(space.option(sorted(pair)))
+                weights.append(None)
+                macs = macs + sum(float(self.macs_table[j][o]) for o in pair)
+                continue
+            s1, s2 = pair
+            p1, p2 = self.comb_prob(probs, j, ops, s1), self.comb_prob(probs, j, ops, s2)
+            q1, q2 = p1 / (p1 + p2), p2 / (p1 + p2)
+            c1, c2 = q1 + 1 - q1.detach(), q2 - q2.detach()
+            members = sorted(set(s1) | set(s2) | ({SKIP} if not s1 or not s2 else set()))
+            w = []
+            for o in members:
+                in1 = (o in s1) if o != SKIP else not s1
+                in2 = (o in s2) if o != SKIP else not s2
+                w.append(c1 * float(in1) + c2 * float(in2))
+            options.append(frozenset(members))
+            weights.append(torch.stack(w))
+            m1 = sum(float(self.macs_table[j][o]) for o in s1)
+            m2 = sum(float(self.macs_table[j][o]) for o in s2)
+            macs = macs + q1 * m1 + q2 * m2
+        return options, weights, macs
+
+    def _gate_mix(self, space: NSEPoolSpace) -> tuple[list[Any], list[torch.Tensor | None], torch.Tensor]:
+        """Options, mixing weights and E[MACs] of one per-op straight-through gate α step."""
+        assert self.alpha is not None
         probs = torch.sigmoid(self.alpha)
         gates = self._gates(space, probs.detach())
         options: list[Any] = []
@@ -150,10 +240,23 @@ class NseTrainer(SupernetTrainer):
                     w.append((1.0 if o in on else 0.0) + p - p.detach())
             options.append(frozenset(members))
             weights.append(torch.stack(w))
+        return options, weights, self.expected_macs(space, self.alpha)
+
+    def alpha_step(self, ctx: "Context") -> dict[str, float]:
+        """One α update on a ``val`` batch (weights untouched), by ``alpha_estimator``."""
+        assert self.alpha is not None and self.alpha_opt is not None
+        n_val = ctx.data.num_batches("val")
+        if n_val == 0:
+            return {}
+        epoch, b = divmod(self.alpha_steps, n_val)
+        x, y = next(iter(ctx.data.batches("val", epoch=epoch, start=b, limit=b + 1, device=ctx.device)))
+        space: NSEPoolSpace = ctx.space  # type: ignore[assignment]
+        net = ctx.supernet
+        mix = self._pair_mix if self.cfg.alpha_estimator == "pair" else self._gate_mix
+        options, weights, exp_macs = mix(space)
         net.set_active(Architecture(options), weights=weights)
         logits = net(x)
         ce = F.cross_entropy(logits, y)
-        exp_macs = self.expected_macs(space, self.alpha)
         penalty = self.cfg.mac_weight * ((exp_macs - self.target).abs() / self.target) ** self.cfg.mac_beta
         loss = ce + penalty
         (grad,) = torch.autograd.grad(loss, [self.alpha])
