@@ -125,14 +125,29 @@ def resolve(ctx: Any, opts: TeacherOptions, student: Blocks) -> TeacherBlocks:
 
 
 # -- training a teacher in the run --------------------------------------------------------------------
-def train_teacher(ctx: Any, arch_text: str | None, epochs: int, lr: float) -> tuple[str, dict[str, Any]]:
-    """Train a child of the run's space standalone; returns its spec and facts to record.
+def teacher_space_of(ctx: Any, space_ref: dict[str, Any] | None) -> tuple[Any, Any, dict[str, Any]]:
+    """The space an in-run teacher is a child of, its cost table and its config entry.
+
+    ``space_ref`` (``{name, options}``, the ``teacher_space`` option) names another space with the
+    student's block shapes — a teacher that is *not* a member of the searched space; ``None`` is
+    the run's own space.
+    """
+    if space_ref is None:
+        return ctx.base_space, ctx.cost, ctx.cfg.space.model_dump(mode="json")
+    ref = {"name": space_ref["name"], "options": dict(space_ref.get("options") or {})}
+    space = ctx.registry.get("space", ref["name"]).build(ref["options"], ctx)
+    return space, space.cost_table(tuple(ctx.data.input_shape)), ref
+
+
+def train_teacher(ctx: Any, arch_text: str | None, epochs: int, lr: float,
+                  space_ref: dict[str, Any] | None = None) -> tuple[str, dict[str, Any]]:
+    """Train a child of the run's space (or of ``space_ref``) standalone; returns its spec and facts.
 
     Resumable: a finished teacher is reloaded from ``<run>/dna/teacher``; an interrupted one
     continues from its last epoch.
     """
-    space = ctx.base_space
-    arch = space.parse(arch_text) if arch_text else largest_arch(space, ctx.cost)
+    space, table, ref = teacher_space_of(ctx, space_ref)
+    arch = space.parse(arch_text) if arch_text else largest_arch(space, table)
     folder = ctx.run_dir / "dna" / "teacher" if ctx.run_dir is not None else None
     if folder is not None and (folder / "model.pt").exists() and (folder / "arch.json").exists():
         meta = read_json(folder / "arch.json")
@@ -179,17 +194,17 @@ def train_teacher(ctx: Any, arch_text: str | None, epochs: int, lr: float) -> tu
     acc, _ = accuracy(model, ctx.data.batches("archval", shuffle=False, batch_size=ctx.data.eval_batch_size,
                                               drop_last=False, limit=2 if ctx.smoke else None, device=ctx.device,
                                               shard=False))
-    facts = {"teacher_arch": space.format(arch), "teacher_acc": acc}
+    facts = {"teacher_arch": space.format(arch), "teacher_acc": acc, "teacher_space": ref["name"]}
     ctx.log.event("dna_teacher", arch=space.format(arch), archval_acc=acc, epochs=epochs)
     if folder is None:
         _MEMORY[ctx] = Teacher(model, kind="child", source=f"in-run teacher {space.format(arch)}", space=space, arch=arch)
         return MEMORY, facts
     if ctx.dist.is_main:
-        macs, params = ctx.cost.cost(arch)
+        macs, params = table.cost(arch)
         save_torch(folder / "model.pt", {"model": model.state_dict()})
         write_json(folder / "arch.json", {
             "arch": space.format(arch), "ops": arch.to_json(), "macs": macs, "params": params,
-            "space": ctx.cfg.space.model_dump(mode="json"), "input_shape": list(ctx.data.input_shape),
+            "space": ref, "input_shape": list(ctx.data.input_shape),
             "num_classes": ctx.data.num_classes, "weights": "dna teacher (trained in the run)", "archval_acc": acc,
         })
     if ctx.dist.enabled:

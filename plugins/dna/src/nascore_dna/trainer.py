@@ -38,7 +38,10 @@ class DNAConfig(TrainerConfig):
     teacher_weights: str | None = Field(None, description="local weights file of a torchvision teacher (never downloaded)")
     teacher_cuts: list[int] | None = Field(
         None, description="torchvision teachers: unit index after which each block ends (default: cut by shape)")
-    teacher_arch: str | None = Field(None, description="in-run teacher: its architecture (default: the space's largest)")
+    teacher_space: dict[str, Any] | None = Field(
+        None, description="in-run teacher: the space it is a child of, {name, options} with the student's block shapes "
+        "(e.g. {name: tiny_chain}: a teacher that is not a member of the searched space); null: the run's own space")
+    teacher_arch: str | None = Field(None, description="in-run teacher: its architecture (default: the largest path of its space)")
     teacher_epochs: int = Field(4, gt=0, description="in-run teacher: training epochs (Adam, cosine)")
     teacher_lr: float = Field(3e-3, gt=0, description="in-run teacher: Adam learning rate")
     guide_input: bool = Field(True, description="feed each block the teacher's feature (false: the student's own, detached)")
@@ -49,9 +52,11 @@ class DNAConfig(TrainerConfig):
     def _teacher_alone(self) -> "DNAConfig":
         if self.block_lr is not None and any(v <= 0 for v in self.block_lr):
             raise ValueError("block_lr values must be positive")
-        if self.teacher is not None and self.teacher_arch is not None:
-            raise ValueError("teacher_arch is the architecture of a teacher trained in the run; "
-                             "remove it when `teacher` names one")
+        if self.teacher is not None and (self.teacher_arch is not None or self.teacher_space is not None):
+            raise ValueError("teacher_arch / teacher_space describe a teacher trained in the run; "
+                             "remove them when `teacher` names one")
+        if self.teacher_space is not None and not isinstance(self.teacher_space.get("name"), str):
+            raise ValueError("teacher_space needs a space name: {name: tiny_chain, options: {...}}")
         return self
 
 
@@ -106,7 +111,8 @@ class DNATrainer(SupernetTrainer):
                 spec = prev["teacher"]
                 facts = {k: prev[k] for k in ("teacher_arch", "teacher_acc") if k in prev}
             else:
-                spec, facts = train_teacher(ctx, self.cfg.teacher_arch, self.cfg.teacher_epochs, self.cfg.teacher_lr)
+                spec, facts = train_teacher(ctx, self.cfg.teacher_arch, self.cfg.teacher_epochs, self.cfg.teacher_lr,
+                                            self.cfg.teacher_space)
             facts["trained_in_run"] = True
         record(ctx, opts, spec, blocks=[[ctx.base_space.decisions[d].name for d in ds] for ds in self.blocks.decisions],
                **facts)
