@@ -393,7 +393,7 @@ def cmd_lut_build(args: argparse.Namespace) -> int:
     table = latency.build_table(
         space, space_name=args.space, space_options=resolved, backend=args.backend, batch=args.batch,
         threads=args.threads, warmup=args.warmup, repeats=args.repeats, references=args.references,
-        device=args.device, progress=_tqdm_progress(f"lut {args.space}", args.quiet))
+        device=args.device, progress=_tqdm_progress(f"lut {args.space}", args.quiet), estimator=args.estimator)
     out = Path(args.out or f"luts/{args.space}-{args.backend}-b{args.batch}-t{args.threads}.json")
     table.save(out)
     m = table.meta
@@ -627,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--warmup", type=int, default=10)
     b.add_argument("--repeats", type=int, default=30, help="timed samples per block (the median is kept)")
     b.add_argument("--references", type=int, default=3, help="children timed whole for the fixed part")
+    b.add_argument("--estimator", default="median", choices=["median", "p10", "min"],
+                   help="per-block value kept from the samples (p10/min resist preemption on a loaded machine)")
     b.add_argument("--device", default="cpu", help="cpu or cuda[:N]")
     b.add_argument("--out", default=None, help="table file (default luts/SPACE-BACKEND-bBATCH-tTHREADS.json)")
     b.add_argument("--quiet", action="store_true")

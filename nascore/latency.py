@@ -101,7 +101,7 @@ class WallTimer:
 
     warmup: int = 10
     repeats: int = 30
-    min_sample_ms: float = 2.0
+    min_sample_ms: float = 1.0
     cuda: bool = False
 
     def _sync(self) -> None:
@@ -139,7 +139,16 @@ def summarize(samples: Sequence[float]) -> dict[str, float]:
         lo, hi = math.floor(pos), math.ceil(pos)
         return s[lo] + (s[hi] - s[lo]) * (pos - lo)
 
-    return {"median_ms": q(0.5), "iqr_ms": q(0.75) - q(0.25), "min_ms": s[0], "n": len(s)}
+    return {"median_ms": q(0.5), "p10_ms": q(0.1), "iqr_ms": q(0.75) - q(0.25), "min_ms": s[0], "n": len(s)}
+
+
+ESTIMATORS = ("median", "p10", "min")
+
+
+def estimate(stats: dict[str, float], estimator: str) -> float:
+    """The value a table keeps for one block: the median (default), the 10th percentile or the
+    minimum of its samples — the low ones are robust when other processes preempt the timing."""
+    return float(stats[f"{estimator}_ms"])
 
 
 def compile_for(module: nn.Module, x: torch.Tensor, backend: str, threads: int) -> Callable[[], Any]:
@@ -184,6 +193,7 @@ def compile_for(module: nn.Module, x: torch.Tensor, backend: str, threads: int) 
 class _Entry(BaseModel):
     model_config = ConfigDict(extra="forbid")
     median_ms: float = Field(ge=0)
+    p10_ms: float | None = Field(None, ge=0)
     iqr_ms: float = Field(0.0, ge=0)
     min_ms: float = Field(0.0, ge=0)
     n: int = Field(0, ge=0)
@@ -195,6 +205,7 @@ class _Fixed(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     median_ms: float
+    p10_ms: float | None = None
     iqr_ms: float = Field(0.0, ge=0)
     min_ms: float = 0.0
     n: int = Field(0, ge=0)
@@ -226,6 +237,7 @@ class _TableFile(BaseModel):
     date: str
     warmup: int = Field(ge=0)
     repeats: int = Field(ge=1)
+    estimator: Literal["median", "p10", "min"] = "median"
     decisions: list[dict[str, Any]]
     macs_fingerprint: str
     fixed: _Fixed
@@ -331,7 +343,9 @@ class LatencyTable:
         if len(f.blocks) != len(names) or any(sorted(b) != sorted(o) for b, o in zip(f.blocks, names)):
             raise ConfigError(["blocks: one entry per option of every decision is required"], source=source)
         meta = f.model_dump(by_alias=True, exclude={"blocks", "fixed", "calibration"})
-        blocks = tuple({o: e.median_ms for o, e in b.items()} for b in f.blocks)
+        key = f"{f.estimator}_ms"
+        blocks = tuple({o: float(getattr(e, key) if getattr(e, key) is not None else e.median_ms) for o, e in b.items()}
+                       for b in f.blocks)
         cal = f.calibration.model_dump() if f.calibration else None
         return cls(meta, f.fixed.median_ms, blocks, cal, raw=f.model_dump(by_alias=True, mode="json"))
 
@@ -419,11 +433,13 @@ def build_table(
     space: Any, *, space_name: str, space_options: dict[str, Any] | None = None, input_shape: Sequence[int] | None = None,
     backend: str = "torchscript", batch: int = 1, threads: int = 1, warmup: int = 10, repeats: int = 30,
     references: int = 3, device: str = "cpu", timer: Timer | None = None, seed: int = 0,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None, estimator: str = "median",
 ) -> LatencyTable:
     """Time every (decision, option) block and the fixed part of ``space`` (see module docstring)."""
     if backend not in BACKENDS:
         raise NascoreError(f"unknown latency backend {backend!r}", hint=f"use one of {', '.join(BACKENDS)}")
+    if estimator not in ESTIMATORS:
+        raise NascoreError(f"unknown estimator {estimator!r}", hint=f"use one of {', '.join(ESTIMATORS)}")
     if backend != "eager" and device != "cpu" and backend == "onnxruntime":
         raise NascoreError("the onnxruntime backend here runs on the CPU only", hint="use --backend torchscript on CUDA")
     t_start = time.perf_counter()
@@ -453,14 +469,14 @@ def build_table(
         mod, x = mod.to(device), x.to(device)
         samples = timer(compile_for(mod, x, backend, threads), mod, x)
         entries[i][name].extend(samples)
-        medians[i][name] += summarize(samples)["median_ms"]  # a decision bound in several layers adds up
+        medians[i][name] += estimate(summarize(samples), estimator)  # a decision bound in several layers adds up
     blocks_json = []
     for i, d in enumerate(space.decisions):
         row = {}
         for o in d.options:
             s = entries[i][o]
             e = summarize(s) if s else {"median_ms": 0.0, "iqr_ms": 0.0, "min_ms": 0.0, "n": 0}
-            e["median_ms"] = medians[i][o]
+            e[f"{estimator}_ms"] = medians[i][o]  # the sum over the decision's layers
             row[o] = e
         blocks_json.append(row)
     partial = LatencyTable({}, 0.0, tuple(medians))
@@ -471,8 +487,8 @@ def build_table(
         child = net.child(a).eval().to(device)
         x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(k)).to(device)
         whole = summarize(timer(compile_for(child, x, backend, threads), child, x))
-        diffs.append(whole["median_ms"] - partial.block_sum(a))
-        ref_rows.append({"arch": space.format(a), "measured_ms": whole["median_ms"], "blocks_ms": partial.block_sum(a)})
+        diffs.append(estimate(whole, estimator) - partial.block_sum(a))
+        ref_rows.append({"arch": space.format(a), "measured_ms": estimate(whole, estimator), "blocks_ms": partial.block_sum(a)})
     if progress:
         progress(total, total, "done")
     for i in structural:  # decisions without blocks: per-option offsets from the reference children
@@ -481,7 +497,8 @@ def build_table(
         low = min(meds.values()) if meds else 0.0
         for o in space.decisions[i].options:
             n_o = sum(1 for a in refs if a.ops[i] == o)
-            blocks_json[i][o] = {"median_ms": meds.get(o, low) - low, "iqr_ms": 0.0, "min_ms": 0.0, "n": n_o}
+            v = meds.get(o, low) - low
+            blocks_json[i][o] = {"median_ms": v, "p10_ms": v, "iqr_ms": 0.0, "min_ms": v, "n": n_o}
     offsets = [sum(blocks_json[i][a.ops[i]]["median_ms"] for i in structural) for a in refs]
     fixed = summarize([dv - off for dv, off in zip(diffs, offsets)])
     raw = {
@@ -489,6 +506,7 @@ def build_table(
         "input_shape": list(shape), "batch": int(batch), "backend": backend, "backend_version": backend_version(backend),
         "torch": torch.__version__, "device": device, "device_model": device_model(device),
         "threads": int(torch.get_num_threads()), "date": _now(), "warmup": int(warmup), "repeats": int(repeats),
+        "estimator": estimator,
         "decisions": [{"name": d.name, "options": list(d.options)} for d in space.decisions],
         "macs_fingerprint": macs_fingerprint(cost),
         "fixed": fixed,
@@ -760,7 +778,8 @@ def check(
         child = net.child(a).eval()
         meas = measure_model(child, shape, backend=m["backend"], batch=m["batch"], threads=m["threads"],
                              device=m["device"], timer=timer, warmup=m["warmup"], repeats=m["repeats"])
-        rows.append({"arch": space.format(a), "measured_ms": meas["median_ms"], "iqr_ms": meas["iqr_ms"],
+        rows.append({"arch": space.format(a), "measured_ms": estimate(meas, m.get("estimator", "median")),
+                     "median_ms": meas["median_ms"], "iqr_ms": meas["iqr_ms"],
                      "table_ms": table.predict(a), "blocks_ms": table.block_sum(a)})
     if progress:
         progress(len(archs), len(archs), "done")

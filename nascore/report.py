@@ -498,7 +498,8 @@ def summary_table(ctx: Any, top: int = 5) -> str:
 def _latency_cell(c: dict, missing: str = "–") -> str:
     """``predicted / measured`` latency (ms) of a results.json candidate, whichever it has."""
     pred = c.get("latency_ms")
-    meas = (c.get("latency_measured") or {}).get("median_ms")
+    got = c.get("latency_measured") or {}
+    meas = got.get("measured_ms", got.get("median_ms"))
     if pred is None and meas is None:
         return missing
     p = f"{pred:.3f}" if isinstance(pred, (int, float)) else "–"

@@ -426,3 +426,17 @@ def test_check_on_a_fake_timer_is_exact_and_calibration_is_additive(tiny_table: 
     assert cost.latency_ms(a) == pytest.approx(2.0 * table.block_sum(a) + 1.0) == pytest.approx(scaled.predict(a))
     assert L.errors([1.0, 2.19], [1.0, 2.0])["within10_pct"] == 100.0
     assert L.errors([1.0, 2.3], [1.0, 2.0])["within10_pct"] == 50.0
+
+
+def test_estimator_min_keeps_the_fastest_sample_and_the_file_keeps_all(tmp_path: Path) -> None:
+    ctx = make_context(tiny_config())
+    t = L.build_table(ctx.base_space, space_name="tiny_chain", input_shape=ctx.data.input_shape, backend="eager",
+                      timer=fake_timer, references=1, estimator="min")
+    assert t.blocks[0]["conv5"] == pytest.approx(0.97 * block_ms("conv5"))
+    t.save(tmp_path / "t.json")
+    raw = L.LatencyTable.load(tmp_path / "t.json").raw
+    entry = raw["blocks"][0]["conv5"]
+    assert raw["estimator"] == "min" and entry["median_ms"] == pytest.approx(block_ms("conv5"))
+    assert entry["p10_ms"] < entry["median_ms"]
+    with pytest.raises(Exception, match="estimator"):
+        L.build_table(ctx.base_space, space_name="tiny_chain", timer=fake_timer, estimator="mean")

@@ -186,7 +186,10 @@ def _measure_latency(ctx: Context, shipped: nn.Module, cand: Any, folder: Path) 
     got = measure_exported(shipped, folder, lut.meta, tuple(ctx.data.input_shape))
     predicted = ctx.cost.latency_ms(cand.arch)
     got["predicted_ms"] = predicted
-    got["error_pct"] = 100.0 * (predicted - got["median_ms"]) / got["median_ms"] if got["median_ms"] > 0 else None
+    from nascore.latency import estimate
+
+    got["measured_ms"] = estimate(got, lut.meta.get("estimator", "median"))
+    got["error_pct"] = 100.0 * (predicted - got["measured_ms"]) / got["measured_ms"] if got["measured_ms"] > 0 else None
     ctx.state.setdefault("export_latency", {})[cand.arch_str] = got
     ctx.log.event("export_latency", arch=cand.arch_str, **{k: v for k, v in got.items() if not isinstance(v, dict)})
     return got
