@@ -203,3 +203,18 @@ def test_baked_normalisation_takes_raw_pixels(run, capsys):
     from nascore.io import load_torch
 
     assert set(load_torch(folder / "model.pt")["model"]) == set(_retrained_child(run).state_dict())
+
+
+def test_baking_defaults_to_the_run_s_own_export_stage(run):
+    """Callers that do not say (the Python API, `nascore export`) bake exactly when the run's export stage does."""
+    from nascore.pipeline.export import export_one, stage_defaults
+    from nascore.pipeline.run import resume_run
+
+    ctx = resume_run(run, quiet=True, export_only=True)
+    ctx.log.close()
+    assert stage_defaults(ctx) == (["json", "torchscript", "onnx"], False)
+    ctx.cfg.stages[2] = ctx.cfg.stages[2].model_copy(update={"bake_normalization": True})
+    export_one(ctx, 0, ["json"])
+    assert _meta(run)["preprocessing"]["baked_into"] == ["onnx", "torchscript"]
+    export_one(ctx, 0, ["json"], bake_normalization=False)  # an explicit choice wins
+    assert _meta(run)["preprocessing"]["baked_into"] == []

@@ -110,12 +110,30 @@ def previous_formats(folder: Path) -> set[str]:
     return found
 
 
-def export_one(ctx: Context, index: int, formats: list[str], *, bake_normalization: bool = False) -> Path:
+def stage_defaults(ctx: Context) -> tuple[list[str], bool]:
+    """Formats and baking of the run's (first) export stage; json + torchscript, unbaked, when it has none.
+
+    What ``nascore export`` and :func:`nascore.api.export` write unless told otherwise, so that they
+    rewrite the folder the run's own export stage wrote with the same bytes.
+    """
+    from nascore.config import ExportStage
+    from nascore.pipeline.stages import iter_stages
+
+    for _, st, _ in iter_stages(ctx.cfg.stages):
+        if isinstance(st, ExportStage):
+            return list(dict.fromkeys(["json", *st.formats])), st.bake_normalization
+    return ["json", "torchscript"], False
+
+
+def export_one(ctx: Context, index: int, formats: list[str], *, bake_normalization: bool | None = None) -> Path:
     """Write ``export/<index>/`` for candidate ``index`` and check every file against the child.
 
     Every format already in the folder is written again from the same weights (an export never
     leaves a model file from other weights beside the new ones); ``arch.json`` goes last.
+    ``bake_normalization=None``: as the run's own export stage does (:func:`stage_defaults`).
     """
+    if bake_normalization is None:
+        bake_normalization = stage_defaults(ctx)[1]
     pre = getattr(ctx.data.spec, "preprocessing", None)
     if bake_normalization and pre is None:
         raise NascoreError(f"export bake_normalization: dataset {ctx.cfg.dataset.name!r} does not declare its "
