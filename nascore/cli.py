@@ -263,8 +263,6 @@ def cmd_plugins(args: argparse.Namespace) -> int:
                 print(f"    error: {e}")
         for _, dist, why in reg.skipped:
             print(f"{dist}  [disabled: {why}]")
-        for _, dist, why in reg.skipped:
-            print(f"{dist}  [disabled: {why}]")
     if args.strict and reg.failures:
         return 1
     return 0
@@ -297,16 +295,6 @@ def _space(name: str, options: list[str] | None, input_shape: str | None) -> Any
         raise NascoreError(f"--input {input_shape!r} is larger than {'x'.join(map(str, INPUT_MAX))}",
                            hint="the space is built and traced at this size; e.g. --input 3x224x224")
     return api.space(name, options or [], input_shape=shape, registry=_registry())
-
-
-def columns(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> str:
-    """Rows as aligned text columns (widths from every row; columns in ``right`` right-aligned; last one free)."""
-    widths = [max(len(r[j]) for r in rows) for j in range(len(rows[0]))]
-    out = []
-    for r in rows:
-        cells = [v.rjust(w) if j in right else v.ljust(w) for j, (v, w) in enumerate(zip(r[:-1], widths))]
-        out.append("  ".join([*cells, r[-1]]).rstrip())
-    return "\n".join(out)
 
 
 def columns(rows: list[tuple[str, ...]], right: frozenset[int] = frozenset()) -> str:
