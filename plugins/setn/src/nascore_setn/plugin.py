@@ -41,3 +41,5 @@ def register_evaluators(register: Any) -> None:
 def register_recipes(register: Any) -> None:
     register("setn", str(RECIPES / "setn.yaml"),
              summary="SETN on nb201 (C=8, N=1) with mnist5k; the pick is also looked up in the NB201 CIFAR-10 final table")
+    register("setn-nb201-cifar10", str(RECIPES / "setn-nb201-cifar10.yaml"),
+             summary="SETN at paper scale: nb201 C=16 N=5 on CIFAR-10 (local root), 250 epochs, alpha Adam 3e-4")

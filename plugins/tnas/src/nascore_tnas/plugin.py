@@ -35,3 +35,5 @@ def register_recipes(register: Any) -> None:
              summary="TNAS on nb201 (C=8, N=1) with mnist5k: α warm-up, tree search with trained children")
     register("tnas-table", str(RECIPES / "tnas-table.yaml"),
              summary="TNAS against the NAS-Bench-201 CIFAR-10 final (200-epoch) table: seconds on a CPU")
+    register("tnas-nb201-cifar10", str(RECIPES / "tnas-nb201-cifar10.yaml"),
+             summary="TNAS at paper scale: nb201 C=16 N=5 on CIFAR-10 (local root), the code's warm-up and tree budgets")
