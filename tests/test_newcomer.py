@@ -154,7 +154,7 @@ class _FakeEntryPoint:
 
 
 @pytest.mark.parametrize("env", [{"NASCORE_DISABLE_PLUGINS": "nascore-fake"}, {"NASCORE_LOAD_PLUGINS": "nascore-spos"}])
-def test_a_disabled_plugins_component_is_reported_as_disabled(env, monkeypatch):
+def test_a_disabled_plugins_component_is_reported_as_disabled(env, monkeypatch, capsys):
     from nascore import registry
     from nascore.errors import UnknownComponent
 
@@ -173,6 +173,10 @@ def test_a_disabled_plugins_component_is_reported_as_disabled(env, monkeypatch):
     with pytest.raises(UnknownComponent) as e:  # a name nobody provides stays plainly unknown
         reg.get("trainer", "nobody_has_this")
     assert "disabled" not in str(e.value)
+    monkeypatch.setattr(cli, "_registry", lambda: reg)
+    assert cli.main(["plugins"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("nascore-fake  [disabled: ") == 1  # `nascore plugins` lists it, once
 
 
 # -- nascore spaces ----------------------------------------------------------------------------
