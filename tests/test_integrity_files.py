@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import shutil
 import stat
 import subprocess
@@ -282,11 +283,25 @@ def test_a_run_with_a_non_finite_score_writes_strict_json_and_resumes(finished, 
 
 
 # -- 5. read-only run folders ---------------------------------------------------------------------------
-def _read_only_cli(run: Path, args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    """The CLI on ``run`` made read-only: chmod for a normal user; for root (who ignores file modes) a
-    read-only bind mount in a private mount namespace."""
+_EACH = """
+import contextlib, io, sys
+from nascore import cli
+for args in ARGS:
+    err = io.StringIO()
+    with contextlib.redirect_stderr(err), contextlib.redirect_stdout(io.StringIO()):
+        try:
+            rc = cli.main(args)
+        except BaseException as e:  # a crash is reported, not hidden
+            rc, _ = 99, err.write(repr(e))
+    print(f"@@{rc}@@{err.getvalue()}@@END")
+"""
+
+
+def _read_only_cli(run: Path, commands: list[list[str]], cwd: Path) -> list[tuple[int, str]]:
+    """(exit code, stderr) of each CLI command on ``run`` made read-only, all in one process: chmod for
+    a normal user; for root (who ignores file modes) a read-only bind mount in a private mount namespace."""
     env = {**os.environ, "OMP_NUM_THREADS": "1", "NASCORE_LOAD_PLUGINS": "", "MPLCONFIGDIR": str(cwd / "mpl")}
-    cmd = [sys.executable, "-m", "nascore", *args]
+    cmd = [sys.executable, "-c", _EACH.replace("ARGS", repr(commands))]
     if os.geteuid() == 0:
         if shutil.which("unshare") is None:
             pytest.skip("root without unshare: cannot make a folder read-only")
@@ -295,7 +310,8 @@ def _read_only_cli(run: Path, args: list[str], cwd: Path) -> subprocess.Complete
     r = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=cwd, timeout=300)
     if r.returncode == 97:
         pytest.skip(f"cannot bind-mount read-only here: {r.stderr.strip()}")
-    return r
+    assert r.returncode == 0, r.stderr
+    return [(int(rc), err) for rc, err in re.findall(r"@@(\d+)@@(.*?)@@END", r.stdout, re.S)]
 
 
 def test_read_only_run_folder_gives_clean_errors_and_no_files(finished, tmp_path):
@@ -305,17 +321,18 @@ def test_read_only_run_folder_gives_clean_errors_and_no_files(finished, tmp_path
     if os.geteuid() != 0:
         for p in [run, *run.rglob("*")]:
             os.chmod(p, 0o555 if p.is_dir() else 0o444)
+    writers = [["resume", str(run), "--quiet"], ["export", str(run)], ["report", str(run)]]
     try:
-        for args in (["resume", str(run), "--quiet"], ["export", str(run)], ["report", str(run)]):
-            r = _read_only_cli(run, args, tmp_path)
-            assert r.returncode == 2, (args, r.stderr)
-            assert "Traceback" not in r.stderr and "internal error" not in r.stderr, (args, r.stderr)
-            assert str(run) in r.stderr and "cannot write" in r.stderr, (args, r.stderr)
-        r = _read_only_cli(run, ["compare", str(run)], tmp_path)
-        assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
+        results = _read_only_cli(run, [*writers, ["compare", str(run)]], tmp_path)
     finally:
         for p in [run, *run.rglob("*")]:
             os.chmod(p, 0o755 if p.is_dir() else 0o644)
+    assert len(results) == 4
+    for args, (rc, err) in zip(writers, results):
+        assert rc == 2, (args, err)
+        assert "Traceback" not in err and "internal error" not in err, (args, err)
+        assert str(run) in err and "cannot write" in err, (args, err)
+    assert results[3][0] == 0 and "Traceback" not in results[3][1], results[3]  # compare only reads
     assert _snapshot(run) == before  # not one file created or changed (no event files)
 
 
