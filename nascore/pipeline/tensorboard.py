@@ -15,7 +15,6 @@ is written and nothing is imported.
 from __future__ import annotations
 
 import importlib.util
-import json
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -78,11 +77,10 @@ class TensorBoardSink:
 
         self.counters: Counter = Counter()
         if existing is not None and existing.exists():  # a resumed run: continue the counters
-            for line in existing.read_text().splitlines():
-                try:
-                    scalars(json.loads(line), self.counters)
-                except (json.JSONDecodeError, AttributeError):
-                    continue
+            from nascore.pipeline.metrics import read_metrics
+
+            for record in read_metrics(existing, warn=False):  # cut, damaged or non-record lines skipped
+                scalars(record, self.counters)
         self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10)
         if config_text is not None:
             # TensorBoard renders text as markdown: indent to keep the YAML a code block.
