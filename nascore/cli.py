@@ -411,7 +411,7 @@ def cmd_lut_check(args: argparse.Namespace) -> int:
     torch.set_num_threads(int(m["threads"]))
     opts = [f"{k}={json.dumps(v)}" for k, v in m["space"].get("options", {}).items()]
     space = _space(m["space"]["name"], opts, "x".join(map(str, m["input_shape"])))
-    result = latency.check(space, table, n=args.n, seed=args.seed, folds=args.folds,
+    result = latency.check(space, table, n=args.n, seed=args.seed, folds=args.folds, rounds=args.rounds,
                            progress=_tqdm_progress(f"lut check {m['space']['name']}", args.quiet))
     result["load_average"] = os.getloadavg() if hasattr(os, "getloadavg") else None
     result["command"] = "nascore " + " ".join(sys.argv[1:]) if sys.argv else ""
@@ -634,6 +634,7 @@ def build_parser() -> argparse.ArgumentParser:
     c.add_argument("-n", type=int, default=40, help="random children to measure")
     c.add_argument("--seed", type=int, default=0)
     c.add_argument("--folds", type=int, default=5, help="cross-validation folds for the fitted models")
+    c.add_argument("--rounds", type=int, default=3, help="interleaved timing passes over all children (load bursts hit all alike)")
     c.add_argument("--out", default=None, help="folder for check.json and check.png (default: next to the table)")
     c.add_argument("--calibrate", action="store_true",
                    help="write the fitted additive calibration into the table (runs then predict with it)")

@@ -753,7 +753,7 @@ def features(table: LatencyTable, cost: CostTable, arch: Architecture) -> ChildF
 
 def check(
     space: Any, table: LatencyTable, *, n: int = 40, seed: int = 0, timer: Timer | None = None, folds: int = 5,
-    progress: Callable[[int, int, str], None] | None = None,
+    progress: Callable[[int, int, str], None] | None = None, rounds: int = 3,
 ) -> dict[str, Any]:
     """Time ``n`` random children end to end (the table's backend, batch, threads, device) and
     compare every prediction model with the measurements (see module docstring)."""
@@ -771,18 +771,31 @@ def check(
         if a not in seen:
             seen.add(a)
             archs.append(a)
+    # Every child is compiled once, then timed in ``rounds`` interleaved passes (each pass a share of
+    # the repeats), so a burst of load from other processes falls on all children alike.
+    torch.set_num_threads(int(m["threads"]))
+    runs = []
+    for a in archs:
+        child = net.child(a).eval().to(m["device"])
+        x = torch.randn(m["batch"], *shape, generator=torch.Generator().manual_seed(0)).to(m["device"])
+        runs.append((compile_for(child, x, m["backend"], int(m["threads"])), child, x))
+    per_round = max(1, math.ceil(int(m["repeats"]) / max(1, rounds)))
+    wall = timer or WallTimer(warmup=int(m["warmup"]), repeats=per_round, cuda=str(m["device"]).startswith("cuda"))
+    samples: list[list[float]] = [[] for _ in archs]
+    total = len(archs) * max(1, rounds)
+    for r in range(max(1, rounds)):
+        for k, (fn, child, x) in enumerate(runs):
+            if progress:
+                progress(r * len(archs) + k, total, f"pass {r + 1}/{rounds} {space.format(archs[k])}")
+            samples[k].extend(wall(fn, child, x))
     rows = []
-    for k, a in enumerate(archs):
-        if progress:
-            progress(k, len(archs), space.format(a))
-        child = net.child(a).eval()
-        meas = measure_model(child, shape, backend=m["backend"], batch=m["batch"], threads=m["threads"],
-                             device=m["device"], timer=timer, warmup=m["warmup"], repeats=m["repeats"])
+    for a, smp in zip(archs, samples):
+        meas = summarize(smp)
         rows.append({"arch": space.format(a), "measured_ms": estimate(meas, m.get("estimator", "median")),
                      "median_ms": meas["median_ms"], "iqr_ms": meas["iqr_ms"],
                      "table_ms": table.predict(a), "blocks_ms": table.block_sum(a)})
     if progress:
-        progress(len(archs), len(archs), "done")
+        progress(total, total, "done")
     xs = [features(table, cost, a) for a in archs]
     y = [r["measured_ms"] for r in rows]
     models = compare_models(xs, y, folds)
@@ -792,7 +805,7 @@ def check(
     return {
         "table": table.describe(), "n": len(rows), "folds": folds, "models": models, "children": rows,
         "calibration": calibration_from(table, xs, y) if len(xs) >= 2 else None,
-        "threads": torch.get_num_threads(), "date": _now(),
+        "threads": torch.get_num_threads(), "rounds": rounds, "date": _now(),
     }
 
 
