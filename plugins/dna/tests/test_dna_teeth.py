@@ -110,3 +110,46 @@ def test_dna_finds_a_teacher_that_is_a_path_of_the_supernet(t_ops) -> None:
         key = tuple(t_ops[2 * b : 2 * b + 2])
         others = [v for (bb, k), v in ev.cache.items() if bb == b and k != key]
         assert len(others) == 8 and min(others) > 1e-3
+
+
+# -- the default teacher is not a member of the searched space -------------------------------------------
+def test_dna_default_teacher_on_tiny_matched_is_a_non_member_and_is_what_the_blocks_learn(tmp_path) -> None:
+    """``teacher_space: auto`` on ``tiny_matched`` trains tiny_chain's conv5x4 (5x5 convs are no option of
+    tiny_matched), saves it with its own space, and the evaluator of the next stage scores against *its*
+    features (reloaded from the export); ``teacher_space: own`` keeps the member teacher."""
+    from nascore.pipeline.run import run_pipeline
+    from nascore.errors import NascoreError
+    from nascore_dna.teacher import resolve, TeacherOptions
+
+    def cfg(**opts):
+        return tiny_config(space={"name": "tiny_matched"}, dataset=SYN, data={"batch_size": 32}, stages=[
+            {"kind": "train", "trainer": {"name": "dna", "options": {"epochs": 1, "steps_per_epoch": 3,
+                                                                     "teacher_epochs": 1, **opts}}},
+            {"kind": "search", "selector": {"name": "dna", "options": {"top": 2}},
+             "evaluator": {"name": "block_distill", "options": {"recal_batches": 1, "eval_batches": 1}}}])
+
+    ctx = make_context(cfg(), plugins=[dna_plugin], run_dir=tmp_path / "auto")
+    run_pipeline(ctx)
+    rec = ctx.state[STATE_KEY]
+    assert rec["teacher_space"] == "tiny_chain" and rec["teacher_arch"] == "conv5-conv5-conv5-conv5"
+    with pytest.raises(NascoreError):
+        ctx.base_space.check(ctx.base_space.parse(rec["teacher_arch"]))
+    tb = resolve(ctx, TeacherOptions(), dna_plugin_blocks(ctx))
+    assert tb.teacher.space.name == "tiny_chain"
+    # the teacher's first block really is the 5x5 network: its conv kernels are 5x5
+    kernels = {m.kernel_size for u in tb.blocks.units[0] for m in u.modules() if isinstance(m, torch.nn.Conv2d)}
+    assert (5, 5) in kernels
+
+    own_cfg = cfg(teacher_space="own")
+    own_cfg["stages"] = own_cfg["stages"][:1]
+    own = make_context(own_cfg, plugins=[dna_plugin], run_dir=tmp_path / "own")
+    run_pipeline(own)
+    rec = own.state[STATE_KEY]
+    assert rec["teacher_space"] == "tiny_matched"
+    own.base_space.check(own.base_space.parse(rec["teacher_arch"]))  # a member
+
+
+def dna_plugin_blocks(ctx):
+    from nascore_dna.blocks import student_blocks
+
+    return student_blocks(ctx.supernet)

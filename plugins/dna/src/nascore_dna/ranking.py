@@ -29,8 +29,7 @@ def dna_config(seed: int = 0, space: str = "tiny_matched", teacher: str = "own",
     """A run config that trains a DNA supernet on a test bed, with one of :data:`TEACHERS`."""
     t_space, t_arch = TEACHERS[teacher]
     opts: dict[str, Any] = {"epochs": epochs, "lr": lr, "teacher_epochs": teacher_epochs}
-    if t_space is not None:
-        opts["teacher_space"] = t_space
+    opts["teacher_space"] = t_space if t_space is not None else "own"
     if t_arch is not None:
         opts["teacher_arch"] = t_arch
     return {"name": f"dna-testbed-{teacher}-{seed}", "seed": seed, "device": "cpu", "space": {"name": space},

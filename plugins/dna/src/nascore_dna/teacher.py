@@ -125,6 +125,30 @@ def resolve(ctx: Any, opts: TeacherOptions, student: Blocks) -> TeacherBlocks:
 
 
 # -- training a teacher in the run --------------------------------------------------------------------
+#: ``teacher_space: auto``: per searched space, an in-run teacher that is **not** a member of it —
+#: ``(space config, architecture)`` with the student's block shapes. A teacher drawn from the
+#: searched space rewards its own look-alikes: on ``tiny_matched`` the space's "largest" path (all
+#: tie, so ``conv-conv-conv-conv``) gave Kendall τ 0.07 ± 0.02, ``tiny_chain``'s conv5×4 (5×5 convs,
+#: not an option of ``tiny_matched``) 0.12 ± 0.02, higher in each of 3 seeds
+#: (``benchmarks/ranking.py --only dna``; the plugin README). Spaces not listed fall back to their
+#: own largest path.
+NON_MEMBER_TEACHERS: dict[str, tuple[dict[str, Any], str]] = {
+    "tiny_matched": ({"name": "tiny_chain", "options": {}}, "conv5-conv5-conv5-conv5"),
+}
+
+
+def auto_teacher(ctx: Any) -> tuple[dict[str, Any] | None, str | None]:
+    """``(teacher_space, teacher_arch)`` chosen by ``teacher_space: auto`` for this run's space."""
+    name = str(getattr(ctx.base_space, "name", ""))
+    if name in NON_MEMBER_TEACHERS and ctx.cfg.space.name == name:
+        ref, arch = NON_MEMBER_TEACHERS[name]
+        options = dict(ref.get("options") or {})
+        if hasattr(ctx.base_space, "width"):  # the same block shapes at any width of the student
+            options["width"] = int(ctx.base_space.width)
+        return {"name": ref["name"], "options": options}, arch
+    return None, None
+
+
 def teacher_space_of(ctx: Any, space_ref: dict[str, Any] | None) -> tuple[Any, Any, dict[str, Any]]:
     """The space an in-run teacher is a child of, its cost table and its config entry.
 

@@ -22,7 +22,7 @@ from nascore.arch import Architecture
 from nascore.trainer import SupernetTrainer, TrainerConfig
 
 from nascore_dna.blocks import Blocks, check_blocks, student_blocks
-from nascore_dna.teacher import STATE_KEY, TeacherBlocks, TeacherOptions, record, resolve, train_teacher
+from nascore_dna.teacher import STATE_KEY, TeacherBlocks, TeacherOptions, auto_teacher, record, resolve, train_teacher
 
 
 class DNAConfig(TrainerConfig):
@@ -38,9 +38,10 @@ class DNAConfig(TrainerConfig):
     teacher_weights: str | None = Field(None, description="local weights file of a torchvision teacher (never downloaded)")
     teacher_cuts: list[int] | None = Field(
         None, description="torchvision teachers: unit index after which each block ends (default: cut by shape)")
-    teacher_space: dict[str, Any] | None = Field(
-        None, description="in-run teacher: the space it is a child of, {name, options} with the student's block shapes "
-        "(e.g. {name: tiny_chain}: a teacher that is not a member of the searched space); null: the run's own space")
+    teacher_space: dict[str, Any] | Literal["auto", "own"] = Field(
+        "auto", description="in-run teacher: the space it is a child of, {name, options} with the student's block shapes "
+        "(a teacher that is not a member of the searched space); own: the run's own space (its largest path); "
+        "auto: a known non-member teacher for the space (tiny_matched: tiny_chain's conv5x4), else own")
     teacher_arch: str | None = Field(None, description="in-run teacher: its architecture (default: the largest path of its space)")
     teacher_epochs: int = Field(4, gt=0, description="in-run teacher: training epochs (Adam, cosine)")
     teacher_lr: float = Field(3e-3, gt=0, description="in-run teacher: Adam learning rate")
@@ -52,10 +53,10 @@ class DNAConfig(TrainerConfig):
     def _teacher_alone(self) -> "DNAConfig":
         if self.block_lr is not None and any(v <= 0 for v in self.block_lr):
             raise ValueError("block_lr values must be positive")
-        if self.teacher is not None and (self.teacher_arch is not None or self.teacher_space is not None):
+        if self.teacher is not None and (self.teacher_arch is not None or isinstance(self.teacher_space, dict)):
             raise ValueError("teacher_arch / teacher_space describe a teacher trained in the run; "
                              "remove them when `teacher` names one")
-        if self.teacher_space is not None and not isinstance(self.teacher_space.get("name"), str):
+        if isinstance(self.teacher_space, dict) and not isinstance(self.teacher_space.get("name"), str):
             raise ValueError("teacher_space needs a space name: {name: tiny_chain, options: {...}}")
         return self
 
@@ -111,8 +112,8 @@ class DNATrainer(SupernetTrainer):
                 spec = prev["teacher"]
                 facts = {k: prev[k] for k in ("teacher_arch", "teacher_acc") if k in prev}
             else:
-                spec, facts = train_teacher(ctx, self.cfg.teacher_arch, self.cfg.teacher_epochs, self.cfg.teacher_lr,
-                                            self.cfg.teacher_space)
+                t_space, t_arch = self.teacher_choice(ctx)
+                spec, facts = train_teacher(ctx, t_arch, self.cfg.teacher_epochs, self.cfg.teacher_lr, t_space)
             facts["trained_in_run"] = True
         record(ctx, opts, spec, blocks=[[ctx.base_space.decisions[d].name for d in ds] for ds in self.blocks.decisions],
                **facts)
@@ -120,6 +121,18 @@ class DNATrainer(SupernetTrainer):
         self.teacher = resolve(ctx, TeacherOptions(), self.blocks)
         ctx.log.event("dna_blocks", teacher=self.teacher.source, shapes=[list(s) for s in self.teacher.shapes],
                       blocks=ctx.state[STATE_KEY]["blocks"])
+
+    def teacher_choice(self, ctx: Any) -> tuple[dict[str, Any] | None, str | None]:
+        """``(teacher space config or None = own, teacher architecture or None = largest)``.
+
+        ``auto`` with an explicit ``teacher_arch`` means an architecture of the run's own space (the
+        option's meaning before ``teacher_space`` existed)."""
+        ts = self.cfg.teacher_space
+        if isinstance(ts, dict):
+            return ts, self.cfg.teacher_arch
+        if ts == "own" or self.cfg.teacher_arch is not None:
+            return None, self.cfg.teacher_arch
+        return auto_teacher(ctx)
 
     def parameters(self, ctx: Any) -> Any:
         assert self.blocks is not None
