@@ -60,7 +60,9 @@ class DataConfig(BaseModel):
     eval_batch_size: int = Field(256, gt=0, description="batch size for evaluation")
     val_fraction: float = Field(0.1, ge=0, lt=1, description="share of train data for trainers' second split")
     archval_fraction: float = Field(0.1, gt=0, lt=1, description="share of train data for scoring candidates")
-    num_workers: int = Field(0, ge=0)
+    num_workers: int = Field(0, ge=0, description="DataLoader worker processes for file-backed datasets (0: in-process)")
+    pin_memory: bool = Field(False, description="pinned host memory for batches (with num_workers, on CUDA)")
+    persistent_workers: bool = Field(False, description="keep the workers alive across epochs (with num_workers)")
     random_labels: bool = Field(False, description="replace train/val labels by fixed random ones (RLNAS)")
     limit: int | None = Field(None, gt=0, description="use only the first N training examples")
 

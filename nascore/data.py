@@ -91,6 +91,23 @@ class RandomLabels(Dataset):
         return x, int(self.labels[i])
 
 
+class _StepSampler:
+    """A batch sampler over a list of index lists that the bundle replaces before each pass."""
+
+    def __init__(self) -> None:
+        self.steps: list[list[int]] = []
+
+    def __iter__(self) -> Iterator[list[int]]:
+        return iter(list(self.steps))
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+
+def _collate(items: Sequence[tuple[torch.Tensor, Any]]) -> tuple[torch.Tensor, torch.Tensor]:
+    return torch.stack([it[0] for it in items]), torch.as_tensor([int(it[1]) for it in items])
+
+
 def split_indices(n: int, fractions: dict[str, float], seed: int, limit: int | None = None) -> dict[str, list[int]]:
     """Seeded split of ``range(n)``: ``fractions`` for val/archval, the rest is train.
 
@@ -125,6 +142,8 @@ class DataBundle:
         rank: int = 0,
         world_size: int = 1,
         num_workers: int = 0,
+        pin_memory: bool = False,
+        persistent_workers: bool = False,
     ) -> None:
         self.spec = spec
         self.splits = {k: list(v) for k, v in splits.items()}
@@ -134,6 +153,9 @@ class DataBundle:
         self.rank = rank
         self.world_size = world_size
         self.num_workers = num_workers
+        self.pin_memory = bool(pin_memory)
+        self.persistent_workers = bool(persistent_workers) and num_workers > 0
+        self._loaders: dict[str, Any] = {}  # one DataLoader per dataset (persistent workers live across epochs)
         self.train_labels: torch.Tensor | None = None  # set by with_random_labels
         self.access_log: list[str] = []  # which splits were read (RLNAS checks no labels were used)
         self._true: DataBundle | None = None  # the real-label bundle behind a random-label view
@@ -151,7 +173,7 @@ class DataBundle:
         other = DataBundle(
             self.spec, self.splits, seed=self.seed, batch_size=self.batch_size,
             eval_batch_size=self.eval_batch_size, rank=self.rank, world_size=self.world_size,
-            num_workers=self.num_workers,
+            num_workers=self.num_workers, pin_memory=self.pin_memory, persistent_workers=self.persistent_workers,
         )
         n = len(self.spec.train)  # type: ignore[arg-type]
         g = torch.Generator().manual_seed(int(seed))
@@ -215,14 +237,47 @@ class DataBundle:
         nb = len(order) // global_bs if drop_last else math.ceil(len(order) / global_bs)
         if limit is not None:
             nb = min(nb, limit)
+        steps: list[list[int]] = []
         for b in range(start, nb):
             chunk = order[b * global_bs : (b + 1) * global_bs]
             per = math.ceil(len(chunk) / self.world_size)
             mine = chunk[self.rank * per : (self.rank + 1) * per] if shard else chunk
-            if not mine:
-                continue
+            if mine:
+                steps.append(mine)
+        test = split == "test"
+        if self.num_workers > 0 and (self.spec.test_tensors if test else self.spec.tensors) is None:
+            for mine, (x, y) in zip(steps, self._loader(test, steps)):
+                x, y = self._relabel(split, mine, x, y)
+                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            return
+        for mine in steps:
             x, y = self._gather(split, mine)
             yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+
+    def _loader(self, test: bool, steps: list[list[int]]) -> Any:
+        """A DataLoader yielding exactly ``steps`` (index lists) in order, read by worker processes.
+
+        The batches are the ones the in-process path gathers (same indices, same order), so a run
+        with workers resumes and shards exactly like one without; the batch list is swapped per
+        call, so persistent workers serve every epoch.
+        """
+        from torch.utils.data import DataLoader
+
+        key = "test" if test else "train"
+        loader = self._loaders.get(key)
+        if loader is None:
+            loader = DataLoader(
+                self.spec.test if test else self.spec.train, batch_sampler=_StepSampler(),
+                num_workers=self.num_workers, pin_memory=self.pin_memory and torch.cuda.is_available(),
+                persistent_workers=self.persistent_workers, collate_fn=_collate)
+            self._loaders[key] = loader
+        loader.batch_sampler.steps = steps
+        return loader
+
+    def _relabel(self, split: str, idx: Sequence[int], x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        if split in ("train", "val") and self.train_labels is not None:  # archval keeps true labels
+            y = self.train_labels[torch.as_tensor(idx)]
+        return x, y.long()
 
     def _gather(self, split: str, idx: Sequence[int]) -> tuple[torch.Tensor, torch.Tensor]:
         test = split == "test"

@@ -164,3 +164,40 @@ def test_all_features_on_a_killed_run_resumes_to_the_same_weights(tmp_path, monk
     assert got.keys() == want.keys()
     for k in want:
         assert torch.equal(got[k], want[k]), k
+
+
+# -- data: torchvision policies and DataLoader workers ---------------------------------------------
+def test_randaugment_and_autoaugment_change_train_images_only():
+    from torchvision import transforms
+
+    from nascore.builtin.datasets import FakeConfig, make_fake
+
+    plain = make_fake(FakeConfig(size=8, test_size=4, shape=(3, 32, 32)))
+    for policy, cls in (("randaugment", transforms.RandAugment), ("autoaugment", transforms.AutoAugment)):
+        spec = make_fake(FakeConfig(size=8, test_size=4, shape=(3, 32, 32), auto_augment=policy))
+        assert any(isinstance(t, cls) for t in spec.train.transform.transforms)
+        torch.manual_seed(0)
+        changed = sum(not torch.equal(spec.train[i][0], plain.train[i][0]) for i in range(8))
+        assert changed >= 4, policy
+        assert all(torch.equal(spec.test[i][0], plain.test[i][0]) for i in range(4))
+
+
+def test_dataloader_workers_give_the_in_process_batches(tmp_path):
+    from nascore.builtin.datasets import FakeConfig, make_fake
+    from nascore.data import DataBundle, split_indices
+
+    spec = make_fake(FakeConfig(size=40, test_size=8, shape=(3, 8, 8)))
+    splits = split_indices(40, {"val": 0.1, "archval": 0.1}, seed=0)
+    plain = DataBundle(spec, splits, seed=0, batch_size=4)
+    pooled = DataBundle(spec, splits, seed=0, batch_size=4, num_workers=2, pin_memory=True, persistent_workers=True)
+    for epoch, start in ((0, 0), (1, 3), (2, 1)):  # resume mid-epoch: the same batches from `start`
+        a = list(plain.batches("train", epoch=epoch, start=start, limit=6))
+        b = list(pooled.batches("train", epoch=epoch, start=start, limit=6))
+        assert len(a) == len(b) == 6 - start
+        assert all(torch.equal(xa, xb) and torch.equal(ya, yb) for (xa, ya), (xb, yb) in zip(a, b))
+    loader = pooled._loaders["train"]
+    assert loader.num_workers == 2 and loader.persistent_workers
+    relabelled = pooled.with_random_labels(5)
+    (xr, yr), = list(relabelled.batches("train", limit=1))
+    (xp, yp), = list(plain.with_random_labels(5).batches("train", limit=1))
+    assert torch.equal(yr, yp) and torch.equal(xr, xp)

@@ -66,6 +66,29 @@ class _Base(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class _AutoAugment(_Base):
+    """torchvision's learned/random augmentation policies on train images (file-backed datasets)."""
+
+    auto_augment: Literal["none", "randaugment", "autoaugment"] = Field(
+        "none", description="train-image policy from torchvision: RandAugment (Cream: rand-m9) or AutoAugment")
+    randaugment_num_ops: int = Field(2, ge=1, description="RandAugment: ops per image")
+    randaugment_magnitude: int = Field(9, ge=0, le=30, description="RandAugment: magnitude (0..30; Cream: 9)")
+
+
+def auto_augment_transforms(cfg: _AutoAugment, policy: str) -> list[Any]:
+    """The torchvision policy transform (PIL stage) ``cfg`` asks for, or none.
+
+    ``policy`` names AutoAugment's learned policy: ``imagenet``, ``cifar10`` or ``svhn``.
+    """
+    from torchvision import transforms
+
+    if cfg.auto_augment == "randaugment":
+        return [transforms.RandAugment(num_ops=cfg.randaugment_num_ops, magnitude=cfg.randaugment_magnitude)]
+    if cfg.auto_augment == "autoaugment":
+        return [transforms.AutoAugment(transforms.AutoAugmentPolicy(policy))]
+    return []
+
+
 # -- helpers ---------------------------------------------------------------------------------
 
 
@@ -281,7 +304,7 @@ def make_synthetic(cfg: SyntheticConfig, ctx: Any = None) -> DatasetSpec:
 # -- fake ------------------------------------------------------------------------------------
 
 
-class FakeConfig(_Base):
+class FakeConfig(_AutoAugment):
     """Options of ``fake``: torchvision FakeData (random images, random labels: no signal)."""
 
     size: int = Field(256, gt=0)
@@ -296,7 +319,8 @@ def make_fake(cfg: FakeConfig, ctx: Any = None) -> DatasetSpec:
     from torchvision.datasets import FakeData
 
     tf = transforms.ToTensor()
-    train = FakeData(size=cfg.size, image_size=cfg.shape, num_classes=cfg.num_classes, transform=tf)
+    train_tf = transforms.Compose(auto_augment_transforms(cfg, "imagenet") + [tf])
+    train = FakeData(size=cfg.size, image_size=cfg.shape, num_classes=cfg.num_classes, transform=train_tf)
     test = None
     if cfg.test_size:
         test = FakeData(size=cfg.test_size, image_size=cfg.shape, num_classes=cfg.num_classes,
@@ -325,7 +349,7 @@ _CIFAR = {
 }
 
 
-class CifarConfig(_Base):
+class CifarConfig(_AutoAugment):
     """Options of ``cifar10``/``cifar100``: torchvision CIFAR from a local folder (never downloaded)."""
 
     root: str = Field(..., description="folder that contains cifar-10-batches-py/ (or cifar-100-python/)")
@@ -363,7 +387,8 @@ def _make_cifar(name: str, cfg: CifarConfig) -> DatasetSpec:
     mean, std = info["mean"], info["std"]
     norm = [transforms.ToTensor(), transforms.Normalize(mean, std)]
     train_tf = transforms.Compose(
-        ([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if cfg.augment else []) + norm
+        ([transforms.RandomCrop(32, padding=4), transforms.RandomHorizontalFlip()] if cfg.augment else [])
+        + auto_augment_transforms(cfg, "cifar10") + norm
     )
     cls = datasets.CIFAR10 if name == "cifar10" else datasets.CIFAR100
     try:
@@ -376,8 +401,9 @@ def _make_cifar(name: str, cfg: CifarConfig) -> DatasetSpec:
         ) from e
     tensors = test_tensors = None
     if cfg.in_memory:
-        if cfg.augment:
-            raise DatasetError(f"{name}: in_memory: true holds fixed tensors, so it needs augment: false")
+        if cfg.augment or cfg.auto_augment != "none":
+            raise DatasetError(f"{name}: in_memory: true holds fixed tensors, so it needs augment: false "
+                               "and auto_augment: none")
         tensors, test_tensors = _cifar_tensors(train, mean, std), _cifar_tensors(test, mean, std)  # type: ignore[arg-type]
     return DatasetSpec(
         name=name, train=train, test=test, num_classes=int(info["classes"]), input_shape=(3, 32, 32),  # type: ignore[call-overload]
@@ -403,7 +429,7 @@ def make_cifar100(cfg: CifarConfig, ctx: Any = None) -> DatasetSpec:
 _IMG_EXT = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 
 
-class ImageFolderConfig(_Base):
+class ImageFolderConfig(_AutoAugment):
     """Options of ``imagefolder``: ImageNet layout ``root/train/<class>/*.jpg``, ``root/val/<class>/...``."""
 
     root: str = Field(..., description="folder holding train/ and val/ with one sub-folder per class")
@@ -437,7 +463,8 @@ def make_imagefolder(cfg: ImageFolderConfig, ctx: Any = None) -> DatasetSpec:
     norm = [transforms.ToTensor(), transforms.Normalize(IMAGENET_MEAN, IMAGENET_STD)]
     eval_tf = transforms.Compose([transforms.Resize(cfg.resize), transforms.CenterCrop(cfg.image_size)] + norm)
     train_tf = (
-        transforms.Compose([transforms.RandomResizedCrop(cfg.image_size), transforms.RandomHorizontalFlip()] + norm)
+        transforms.Compose([transforms.RandomResizedCrop(cfg.image_size), transforms.RandomHorizontalFlip()]
+                           + auto_augment_transforms(cfg, "imagenet") + norm)
         if cfg.augment else eval_tf
     )
     train = datasets.ImageFolder(str(train_dir), transform=train_tf)

@@ -155,7 +155,7 @@ class RunContext:
         self.data = DataBundle(
             spec, splits, seed=self.cfg.seed, batch_size=bs // self.dist.world_size,
             eval_batch_size=dc.eval_batch_size, rank=self.dist.rank, world_size=self.dist.world_size,
-            num_workers=dc.num_workers,
+            num_workers=dc.num_workers, pin_memory=dc.pin_memory, persistent_workers=dc.persistent_workers,
         )
         if dc.random_labels:
             self.data = self.data.with_random_labels(self.cfg.seed + 104729)
