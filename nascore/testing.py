@@ -172,7 +172,10 @@ def check_space(space: str | Callable[..., Any], options: Mapping[str, Any] | No
             if tuple(y_path.shape) != (2, sp.num_classes):
                 raise _fail(who, "forward_path", f"output shape {tuple(y_path.shape)} for input {tuple(x.shape)}, "
                             f"expected (2, {sp.num_classes})")
-            y_child = net.child(a).eval()(x)
+            try:
+                y_child = net.child(a).eval()(x)
+            except Exception as e:  # noqa: BLE001 - reported as the broken clause
+                raise _fail(who, "child", f"{sp.format(a)}: child(arch) failed: {type(e).__name__}: {e}") from e
             diff = float((y_path - y_child).abs().max())
             if not diff <= atol:
                 raise _fail(who, "child", f"{sp.format(a)}: child differs from the supernet path by {diff:.3g}")
@@ -286,15 +289,18 @@ def check_selector(name: str, run_dir: Path, *, options: Mapping[str, Any] | Non
     who = f"selector {name!r}"
     reg = registry or make_registry()
     cfg = _base_config(config, seed)
-    if constraint is None:
-        sp = build_space(cfg["space"]["name"], cfg["space"].get("options"), registry=reg)
-        table = sp.cost_table()
-        rng = random.Random(seed)
-        macs = sorted(table.macs(sp.sample(rng)) for _ in range(64))
-        constraint = {"macs_max": macs[len(macs) // 2]}
     ev = {"name": evaluator} if isinstance(evaluator, str) else dict(evaluator)
     search = {"kind": "search", "selector": {"name": name, "options": dict(options or {})}, "evaluator": ev}
-    cfg.update(constraint=dict(constraint), stages=[*(before or []), search])
+    cfg.update(stages=[*(before or []), search])
+    if constraint is None:  # the median MACs of the space at the run's own input shape
+        probe = make_context(cfg, registry=reg, smoke=smoke)
+        try:
+            rng = random.Random(seed)
+            macs = sorted(probe.cost.macs(probe.space.sample(rng)) for _ in range(64))
+        finally:
+            probe.log.close()
+        constraint = {"macs_max": macs[len(macs) // 2]}
+    cfg["constraint"] = dict(constraint)
     run_dir = Path(run_dir)
 
     calls: list[int] = []
