@@ -142,3 +142,59 @@ def test_ensemble_accuracy_scores_on_archval_not_train() -> None:
     # measured: ensemble 0.00-0.07, members up to 0.11 (chance 0.10); train split 0.67-0.73
     assert max(m["acc"] for m in right) < 0.15 and max(m["member_acc"] for m in right) < 0.15
     assert read == {"train", "archval"}  # recalibration on train, scoring (and diversity) on archval
+
+
+# -- the diversity signal itself ---------------------------------------------------------------
+# Hand-made logits (4 images, 3 classes, y = 0 1 2 1) with a known answer: member 0 predicts
+# 0 1 2 0, member 1 predicts 0 2 2 1 (each 3 of 4 right; they disagree on images 1 and 3), and the
+# MEAN of their logits predicts 0 2 2 0 (2 of 4): neither the better member nor a vote.
+M0 = [[4.0, 0.0, 0.0], [0.0, 2.0, 0.0], [0.0, 0.0, 3.0], [5.0, 0.0, 0.0]]
+M1 = [[3.0, 0.0, 0.0], [0.0, 0.0, 3.0], [0.0, 0.0, 2.0], [0.0, 4.0, 0.0]]
+Y = [0, 1, 2, 1]
+
+
+def _sym_kl_sum(a: torch.Tensor, b: torch.Tensor) -> float:
+    """sum over images of (KL(p_a || p_b) + KL(p_b || p_a)) / 2, written out from the softmax."""
+    pa, pb = torch.softmax(a, 1), torch.softmax(b, 1)
+    return float((0.5 * (pa * (pa / pb).log() + pb * (pb / pa).log())).sum())
+
+
+def test_member_stats_measure_disagreement_kl_and_the_mean_logit_ensemble_by_hand() -> None:
+    from nascore_neas.evaluator import member_stats
+
+    m0, m1, y = torch.tensor(M0), torch.tensor(M1), torch.tensor(Y)
+    st = member_stats([m0, m1], y)
+    assert st["disagreement"] == 2.0  # images 1 and 3
+    assert st["member_correct"] == [3.0, 3.0]
+    assert st["correct"] == 2.0  # mean logits: image 1 -> class 2, image 3 -> class 0
+    assert st["kl"] == pytest.approx(_sym_kl_sum(m0, m1), rel=1e-5)
+    assert st["loss"] == pytest.approx(float(torch.nn.functional.cross_entropy((m0 + m1) / 2, y, reduction="sum")), rel=1e-6)
+    # identical members: no disagreement, no divergence (a constant or noise signal would not give 0 here)
+    same = member_stats([m0, m0.clone()], y)
+    assert same["disagreement"] == 0.0 and same["kl"] == pytest.approx(0.0, abs=1e-6)
+    # three members: the mean over the 3 pairs (m0/m1 2, m0/m2 0, m1/m2 2)
+    three = member_stats([m0, m1, m0.clone()], y)
+    assert three["disagreement"] == pytest.approx(4 / 3)
+    assert three["kl"] == pytest.approx(2 * _sym_kl_sum(m0, m1) / 3, rel=1e-5)
+
+
+class _TwoMembers(torch.nn.Module):
+    """Stands for an ensemble supernet: ``forward_members`` returns the hand-made logits of each batch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.by_batch = {0: (torch.tensor(M0[:2]), torch.tensor(M1[:2])), 1: (torch.tensor(M0[2:]), torch.tensor(M1[2:]))}
+
+    def forward_members(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.by_batch[int(x[0])]
+
+
+def test_ensemble_accuracy_reports_the_whole_split_figures_over_batches() -> None:
+    from nascore_neas.evaluator import EnsembleAccuracy, EnsembleAccuracyConfig
+
+    ev = EnsembleAccuracy(EnsembleAccuracyConfig())
+    batches = [(torch.tensor([0.0, 0.0]), torch.tensor(Y[:2])), (torch.tensor([1.0, 1.0]), torch.tensor(Y[2:]))]
+    m = ev.measure(_TwoMembers(), iter(batches), "stored")
+    assert m["acc"] == 0.5 and m["member_acc"] == 0.75 and m["best_member_acc"] == 0.75
+    assert m["disagreement"] == 0.5  # 2 of 4 images
+    assert m["kl"] == pytest.approx(_sym_kl_sum(torch.tensor(M0), torch.tensor(M1)) / 4, rel=1e-5)
