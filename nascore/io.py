@@ -287,37 +287,69 @@ def parse_line(line: str) -> Any:
 # -- checkpoints with the digest in the zip comment ---------------------------------------------------
 _ZIP_EOCD = b"PK\x05\x06"
 _ZIP_TAG = b"nascore-sha256:"
+_ZIP_COMMENT = len(_ZIP_TAG) + 64
+_CHUNK = 8 << 20
 
 
-def _seal_zip(raw: bytes) -> bytes:
-    i = raw.rfind(_ZIP_EOCD)
-    if i < 0 or len(raw) - i != 22:  # not a plain zip ending (no comment): leave it as it is
-        return raw
-    comment = _ZIP_TAG + hashlib.sha256(raw).hexdigest().encode()
-    return raw[: i + 20] + struct.pack("<H", len(comment)) + comment
+class _Hashing:
+    """A write-only file that hashes what passes through it and keeps the last 22 bytes (the zip end record)."""
+
+    def __init__(self, f: IO[bytes]) -> None:
+        self.f, self.h, self.tail = f, hashlib.sha256(), b""
+
+    def write(self, data: bytes) -> int:
+        view = memoryview(data).cast("B")
+        self.h.update(view)
+        self.tail = (self.tail + bytes(view[-22:]))[-22:]
+        return self.f.write(view)
+
+    def flush(self) -> None:
+        self.f.flush()
 
 
-def _check_zip(raw: bytes, path: Path) -> None:
+def _write_sealed_torch(obj: Any, f: IO[bytes]) -> None:
+    """``torch.save`` into ``f``, then the digest of those bytes as the zip archive's comment.
+
+    The bytes are hashed as they are written (no copy in memory); the end record's comment length
+    (the last two bytes, 0) is then overwritten and the comment appended: still a valid zip.
+    """
+    w = _Hashing(f)
+    torch.save(obj, w)
+    if len(w.tail) != 22 or not w.tail.startswith(_ZIP_EOCD) or w.tail[20:] != b"\x00\x00":
+        return  # not a plain zip ending: left as it is (read unverified)
+    f.seek(-2, os.SEEK_END)
+    f.write(struct.pack("<H", _ZIP_COMMENT) + _ZIP_TAG + w.h.hexdigest().encode())
+
+
+def _check_zip(path: Path) -> None:
     """Verify the digest in a sealed zip's comment; an unsealed zip (comment-free) is read unverified."""
-    if raw[-22:-18] == _ZIP_EOCD:
-        return  # no comment: not sealed by nascore
-    n = len(_ZIP_TAG) + 64
-    j = len(raw) - n - 22
-    eocd = raw[j: j + 22] if j >= 0 else b""
-    if not (eocd[:4] == _ZIP_EOCD and raw[-n:].startswith(_ZIP_TAG)
-            and struct.unpack("<H", eocd[20:22])[0] == n):
-        raise CheckpointError(f"{path}: content digest missing or damaged (the file is corrupted)", hint=_CORRUPT_HINT)
-    original = raw[: j + 20] + b"\x00\x00"
-    if hashlib.sha256(original).hexdigest().encode() != raw[-64:]:
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        f.seek(max(0, size - 22 - _ZIP_COMMENT))
+        tail = f.read()
+        if tail[-22:-18] == _ZIP_EOCD:
+            return  # no comment: not sealed by nascore
+        eocd, comment = tail[:22], tail[22:]
+        if not (len(tail) == 22 + _ZIP_COMMENT and eocd[:4] == _ZIP_EOCD and comment.startswith(_ZIP_TAG)
+                and struct.unpack("<H", eocd[20:22])[0] == _ZIP_COMMENT):
+            raise CheckpointError(f"{path}: content digest missing or damaged (the file is corrupted)", hint=_CORRUPT_HINT)
+        h = hashlib.sha256()
+        f.seek(0)
+        left = size - _ZIP_COMMENT - 2  # everything up to the comment length, which was 0 when hashed
+        while left > 0:
+            chunk = f.read(min(_CHUNK, left))
+            if not chunk:
+                break
+            h.update(chunk)
+            left -= len(chunk)
+        h.update(b"\x00\x00")
+    if h.hexdigest().encode() != comment[len(_ZIP_TAG):]:
         raise CheckpointError(f"{path}: content digest mismatch (the file is corrupted)", hint=_CORRUPT_HINT)
 
 
 def save_torch(path: str | Path, obj: Any) -> None:
     """``torch.save`` ``obj`` atomically, with its digest in the archive (plain torch.load still works)."""
-    buf = io.BytesIO()
-    torch.save(obj, buf)
-    raw = _seal_zip(buf.getvalue())
-    atomic_write(path, lambda f: f.write(raw))
+    atomic_write(path, lambda f: _write_sealed_torch(obj, f))
 
 
 def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
@@ -326,12 +358,11 @@ def load_torch(path: str | Path, map_location: Any = "cpu") -> Any:
     if not path.exists():
         raise CheckpointError(f"{path}: checkpoint not found")
     try:
-        raw = path.read_bytes()
+        _check_zip(path)
     except OSError as e:
         raise CheckpointError(f"{path}: cannot read checkpoint ({e.strerror or e})") from None
-    _check_zip(raw, path)
     try:
-        return torch.load(io.BytesIO(raw), map_location=map_location, weights_only=True)
+        return torch.load(path, map_location=map_location, weights_only=True)
     except Exception as e:  # noqa: BLE001 - any unpickling failure means a bad file
         raise CheckpointError(
             f"{path}: cannot read checkpoint ({type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''})",
