@@ -160,7 +160,10 @@ class Checkpoints:
     def load_latest(self) -> dict[str, Any] | None:
         for path in reversed(self._files()):
             try:
-                return load_torch(path)
+                saved = load_torch(path)
+                if not isinstance(saved, dict):
+                    raise CheckpointError(f"{path}: not a nascore checkpoint (a {type(saved).__name__}, not a dict)")
+                return saved
             except CheckpointError as e:
                 self.log.event("bad_checkpoint", file=str(path), error=str(e))
                 print(f"nascore: warning: {e}; falling back to the previous checkpoint", file=sys.stderr)
