@@ -180,10 +180,13 @@ def test_a_folder_whose_run_failed_before_its_first_stage_may_be_reused(tmp_path
     run.mkdir()
     io.write_yaml_text(run / "config.yaml", yaml.safe_dump(_cfg(TRAIN)))
     (run / "metrics.jsonl").write_text("")
+    (run / ".config.yaml.x1.tmp").write_text("half")
     cfg = tmp_path / "c.yaml"
     cfg.write_text(yaml.safe_dump(_cfg(TRAIN, seed=4)))
     rc, _, err = _cli(capsys, "run", str(cfg), "--out", str(run), "--quiet")
     assert rc == 0, err
+    assert yaml.safe_load((run / "config.yaml").read_text())["seed"] == 4
+    assert not (run / ".config.yaml.x1.tmp").exists()
 
 
 # -- 3. every reader validates and names the file and the field ----------------------------------------

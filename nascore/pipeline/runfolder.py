@@ -208,6 +208,11 @@ def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool = F
     check_free(run_dir, overwrite)
     if overwrite:
         clear_previous_run(run_dir)
+    elif run_dir.is_dir():  # a run that failed before its first stage: what it left is nothing of value
+        for f in run_dir.glob("events.out.tfevents.*"):
+            f.unlink(missing_ok=True)
+        (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # empty (else check_free refused)
+        clean_temp_files(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
