@@ -669,7 +669,7 @@ def main(argv: list[str] | None = None) -> int:
             raise
         from nascore import registry as _reg
 
-        blamed = _reg._REGISTRY.blame(e) if _reg._REGISTRY is not None else None  # plugin code on the traceback?
+        blamed = _reg.plugin_error_of(e) or (_reg._REGISTRY.blame(e) if _reg._REGISTRY is not None else None)
         if blamed is not None:
             print(f"nascore: error: {blamed}", file=sys.stderr)
             return 2

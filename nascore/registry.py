@@ -37,7 +37,7 @@ from nascore.errors import ConfigError, NascoreError, PluginError, UnknownCompon
 from nascore.hookspecs import Register, hookimpl
 
 __all__ = ["Component", "NoOptions", "PluginFailure", "PluginInfo", "Register", "Registry", "build_registry",
-           "get_registry", "hookimpl", "set_registry"]
+           "get_registry", "hookimpl", "plugin_error_of", "set_registry"]
 
 ENTRY_POINT_GROUP = "nascore"
 
@@ -184,14 +184,22 @@ class Registry:
 
     @contextlib.contextmanager
     def guard(self, active: Iterable[Component] = (), doing: str | Callable[[], str] = "") -> Iterator[None]:
-        """Re-raise an exception from plugin code as a :class:`PluginError` naming plugin and component."""
+        """Name the plugin and component on an exception raised by plugin code.
+
+        The exception itself propagates unchanged (its type is what a caller or a test catches); it
+        carries the :class:`PluginError` the CLI prints (:func:`plugin_error_of`) and, as a note in
+        its traceback, the same words.
+        """
         try:
             yield
         except Exception as e:
-            err = self.blame(e, active, doing)
-            if err is None:
-                raise
-            raise err from e
+            if plugin_error_of(e) is None:
+                err = self.blame(e, active, doing)
+                if err is not None:
+                    e.nascore_plugin_error = err  # type: ignore[attr-defined]
+                    if hasattr(e, "add_note"):
+                        e.add_note(f"nascore: {str(err).splitlines()[0]}")
+            raise
 
     def _register_fn(self, role: str, info: PluginInfo) -> Register:
         def register(name: str, factory: Any, config: type[BaseModel] | None = None, summary: str = "") -> None:
@@ -259,6 +267,12 @@ class Registry:
             if names:
                 out[role] = names
         return out
+
+
+def plugin_error_of(exc: BaseException) -> PluginError | None:
+    """The :class:`PluginError` :meth:`Registry.guard` attached to ``exc`` (None when no plugin raised it)."""
+    err = getattr(exc, "nascore_plugin_error", None)
+    return err if isinstance(err, PluginError) else None
 
 
 def _code_root(module: Any) -> str | None:

@@ -4,6 +4,7 @@ written before the error; now each ends in one clean error (exit 2) and nothing 
 
 import math
 import os
+import re
 import subprocess
 import sys
 
@@ -19,7 +20,7 @@ from nascore.config import validate
 from nascore.errors import ConfigError, ConstraintError, NascoreError, PluginError, TrainingDiverged
 from nascore.hookspecs import hookimpl
 from nascore.io import load_torch
-from nascore.registry import NoOptions, set_registry
+from nascore.registry import NoOptions, plugin_error_of, set_registry
 from nascore.roles import SearchResult
 from nascore.testing import make_registry, run_config, tiny_config
 from nascore.trainer import SupernetTrainer, TrainerConfig
@@ -329,9 +330,13 @@ def test_supernet_nan_loss_names_stage_and_fix():
 def test_exception_in_plugin_code_names_plugin_and_component(tmp_path, capsys):
     reg = _registry()
     cfg = tiny_config(stages=[SEARCH[0], {"kind": "search", "selector": "boom"}])
-    with pytest.raises(PluginError, match=r"selector 'boom' from plugin 'h16b-test'.*ZeroDivisionError.*"
-                                          r"test_integrity_validation.py:\d+ in search.*stage 1"):
+    with pytest.raises(ZeroDivisionError) as exc:  # the exception itself propagates (callers catch its type)
         run_config(cfg, tmp_path / "a", registry=reg)
+    err = plugin_error_of(exc.value)
+    assert isinstance(err, PluginError)
+    assert re.search(r"selector 'boom' from plugin 'h16b-test'.*ZeroDivisionError.*"
+                     r"test_integrity_validation.py:\d+ in search.*stage 1", str(err)), str(err)
+    assert any("selector 'boom' from plugin 'h16b-test'" in n for n in getattr(exc.value, "__notes__", []))
     set_registry(reg)
     assert _cli_run(tmp_path, cfg) == 2  # was: "nascore internal error … please report it"
     err = capsys.readouterr().err

@@ -30,8 +30,8 @@ from nascore.registry import Registry, get_registry
 def run_pipeline(ctx: RunContext) -> list[Candidate]:
     """Run (or continue) every stage of ``ctx.cfg``; returns the final candidates.
 
-    An exception raised by plugin code becomes a :class:`~nascore.errors.PluginError` naming the
-    plugin, the component and the stage (:meth:`nascore.registry.Registry.guard`).
+    An exception raised by plugin code propagates with a note naming the plugin, the component and
+    the stage (:meth:`nascore.registry.Registry.guard`); the CLI prints that instead of an internal error.
     """
     active = [ctx.registry.get(role, ref.name) for _, role, ref in iter_refs(ctx.cfg)]
     with ctx.registry.guard(active, lambda: f"running stage {ctx.stage_key}"):
