@@ -244,3 +244,23 @@ def test_nascore_testing_imports_without_pytest_and_only_a_fixture_needs_it():
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr
     assert "needs pytest" in out.stdout
+
+
+def test_the_cli_gives_a_space_factory_a_context(reg, capsys):
+    """`nascore spaces/sample/cost` build a factory that reads ctx.data (it crashed on ctx=None)."""
+    from nascore import cli
+    from nascore.registry import set_registry
+
+    set_registry(reg)
+    try:
+        assert cli.main(["spaces"]) == 0
+        listing = capsys.readouterr().out
+        row = [ln for ln in listing.splitlines() if ln.startswith("two_stage")]
+        assert row and "failed" not in row[0] and " 81 " in row[0], listing  # 2 x 2 layers of 3 ops
+        assert cli.main(["sample", "two_stage", "-n", "2"]) == 0
+        arch = capsys.readouterr().out.split()[0]
+        assert cli.main(["cost", "two_stage", arch, "--input", "3x32x32", "--check"]) == 0
+        out = capsys.readouterr().out
+        assert "input 3x32x32" in out and "agree" in out, out
+    finally:
+        set_registry(None)
