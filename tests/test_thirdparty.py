@@ -264,3 +264,42 @@ def test_the_cli_gives_a_space_factory_a_context(reg, capsys):
         assert "input 3x32x32" in out and "agree" in out, out
     finally:
         set_registry(None)
+
+
+def test_the_examples_of_writing_plugins_md_pass_the_contract_suite(tmp_path):
+    """The space, selector, evaluator, trainer and distiller shown in docs/writing-plugins.md §3, run as written."""
+    import re
+    from pathlib import Path
+
+    from nascore.testing import check_distiller
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "writing-plugins.md").read_text()
+    section = doc[doc.index("## 3. The components"):doc.index("### Datasets and recipes")]
+    ns: dict = {}
+    for block in re.findall(r"```python\n(.*?)```", section, re.S):
+        exec(compile(block, "docs/writing-plugins.md", "exec"), ns)
+
+    class WalkConfig(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        steps: int = 6
+
+    class SoftConfig(BaseModel):
+        model_config = ConfigDict(extra="forbid")
+        teacher: str = "supernet"
+        temperature: float = 4.0
+
+    plugin = types.ModuleType("docs_examples")
+    plugin.register_search_spaces = hookimpl(lambda register: register("my_chain", ns["make_chain"],
+                                                                       config=ns["ChainConfig"]))
+    plugin.register_selectors = hookimpl(lambda register: register("random_walk", ns["RandomWalk"], config=WalkConfig))
+    plugin.register_evaluators = hookimpl(lambda register: register("params_per_mac", ns["ParamsPerMac"]))
+    plugin.register_trainers = hookimpl(lambda register: register("greedy", ns["GreedyTrainer"],
+                                                                  config=ns["GreedyConfig"]))
+    plugin.register_distillers = hookimpl(lambda register: register("soft", ns["SoftTargets"], config=SoftConfig))
+    reg = make_registry(plugin)
+    mine = {"space": {"name": "my_chain"}}
+    check_space("my_chain", registry=reg)
+    check_selector("random_walk", tmp_path / "s", registry=reg, config=mine)
+    check_evaluator("params_per_mac", registry=reg, config=mine)
+    check_trainer("greedy", tmp_path / "t", registry=reg, config=mine)
+    check_distiller("soft", tmp_path / "d", registry=reg, config=mine)
