@@ -20,3 +20,11 @@ def test_hillclimb_runs_a_search_within_budget_and_constraint(tmp_path):
     assert all(c.macs <= 400_000 for c in ctx.candidates)
     scores = [c.score for c in ctx.candidates]
     assert scores == sorted(scores, reverse=True)
+
+
+def test_hillclimb_keeps_the_selector_contract(tmp_path):
+    """nascore's contract suite: the constraint, the space, the same ranking for the same seed and after a kill."""
+    from nascore.testing import check_selector, make_registry
+
+    torch.set_num_threads(1)
+    check_selector("hillclimb", tmp_path, registry=make_registry(nascore_hillclimb.plugin), options={"budget": 8})
