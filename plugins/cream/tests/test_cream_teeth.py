@@ -186,3 +186,48 @@ def test_score_val_scores_board_paths_on_the_val_split() -> None:
     engine.offer(net, torch.zeros(len(y), ctx.data.num_classes), None, x, y, BOARD[0], ctx, step=0)
     assert ctx.data.access_log[start:] == ["val"]
     assert engine.board.entries[0].score == pytest.approx(expected)
+
+
+# -- the board selector: what decides the final architecture ------------------------------------
+class KnownAccuracy:
+    """A synthetic evaluator whose order is the REVERSE of the board's (so either source of the
+    ranking gives a different answer), and which records what it was asked to score."""
+
+    metric = "acc"
+    higher_is_better = True
+    VALUES = {BOARD[0]: 0.1, BOARD[1]: 0.5, BOARD[2]: 0.9}
+
+    def __init__(self) -> None:
+        self.asked: list[Architecture] = []
+
+    def score(self, archs, ctx):
+        self.asked += list(archs)
+        return [{"acc": self.VALUES[a]} for a in archs]
+
+
+def _board_state(ctx, scores=(0.9, 0.8, 0.7)) -> None:
+    ctx.state["cream_board"] = {"owner": "test", "entries": [
+        {"arch": ctx.space.format(a), "ops": a.to_json(), "score": s, "macs": ctx.cost.macs(a)}
+        for a, s in zip(BOARD, scores)]}
+
+
+def test_board_selector_ranks_by_the_rescoring_evaluator_or_by_the_board_score() -> None:
+    from nascore_cream.selector import BoardSelector, BoardSelectorConfig
+
+    ctx = _ctx()
+    ctx.stage_key = "1"
+    _board_state(ctx)
+    ev = KnownAccuracy()
+    res = BoardSelector(BoardSelectorConfig()).search(ctx, ev)  # rescore: on, the stage has an evaluator
+    assert [c.arch for c in res.candidates] == BOARD[::-1]  # the evaluator's order, not the board's
+    assert [c.score for c in res.candidates] == [0.9, 0.5, 0.1]
+    assert sorted(map(tuple, ev.asked)) == sorted(map(tuple, BOARD))  # every board path, nothing else
+    assert [c.metrics["board_score"] for c in res.candidates] == [0.7, 0.8, 0.9]
+    ev2 = KnownAccuracy()
+    res = BoardSelector(BoardSelectorConfig(rescore=False)).search(ctx, ev2)  # the paper: the board's order
+    assert [c.arch for c in res.candidates] == BOARD and [c.score for c in res.candidates] == [0.9, 0.8, 0.7]
+    assert ev2.asked == []
+    # a different board score order changes the paper's answer (the score read is the board's own)
+    _board_state(ctx, scores=(0.2, 0.95, 0.6))
+    res = BoardSelector(BoardSelectorConfig(rescore=False)).search(ctx, None)
+    assert [c.arch for c in res.candidates] == [BOARD[1], BOARD[2], BOARD[0]]
