@@ -272,7 +272,7 @@ def test_nse_pair_draws_follow_the_joint_combination_probability() -> None:
     pa, pb = float(probs[0, tr.index[a]]), float(probs[0, tr.index[b]])
     subsets = [frozenset(), frozenset({a}), frozenset({b}), frozenset({a, b})]
     P = {s: (pa if a in s else 1 - pa) * (pb if b in s else 1 - pb) for s in subsets}
-    n = 4000
+    n = 2000
     first: dict[frozenset, int] = {s: 0 for s in subsets}
     second_given_a: dict[frozenset, int] = {s: 0 for s in subsets}
     for _ in range(n):
