@@ -93,7 +93,7 @@ class MetricsLog:
             from nascore.pipeline.tensorboard import TensorBoardSink
 
             resumed = path.exists() and path.stat().st_size > 0
-            self.tb = TensorBoardSink(path.parent, existing=path if resumed else None,
+            self.tb = TensorBoardSink(path.parent, existing=read_metrics(path, warn=False) if resumed else (),
                                       config_text=None if resumed else config_text)
         try:
             self._f = open(path, "a", buffering=1) if self.enabled and path else None  # noqa: SIM115

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections import Counter
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -72,15 +73,15 @@ def _number(v: Any) -> bool:
 class TensorBoardSink:
     """A ``SummaryWriter`` on the run folder fed with metrics.jsonl records (rank 0 only)."""
 
-    def __init__(self, run_dir: Path, existing: Path | None = None, config_text: str | None = None) -> None:
+    def __init__(self, run_dir: Path, existing: Iterable[dict[str, Any]] = (),
+                 config_text: str | None = None) -> None:
+        """``existing``: the records a resumed run's metrics.jsonl already holds (validated by its reader), so
+        the step counters continue where they stopped."""
         from torch.utils.tensorboard import SummaryWriter
 
         self.counters: Counter = Counter()
-        if existing is not None and existing.exists():  # a resumed run: continue the counters
-            from nascore.pipeline.metrics import read_metrics
-
-            for record in read_metrics(existing, warn=False):  # cut, damaged or non-record lines skipped
-                scalars(record, self.counters)
+        for record in existing:
+            scalars(record, self.counters)
         self.writer = SummaryWriter(log_dir=str(run_dir), flush_secs=10)
         if config_text is not None:
             # TensorBoard renders text as markdown: indent to keep the YAML a code block.
