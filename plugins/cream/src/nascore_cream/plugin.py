@@ -37,6 +37,8 @@ def register_selectors(register: Any) -> None:
 
 @hookimpl
 def register_recipes(register: Any) -> None:
+    register("cream-imagenet", str(RECIPES / "cream-imagenet.yaml"),
+             summary="Cream at paper scale: 20-layer MBConv supernet at 224, ImageNet from a local root, EMA, RandAugment")
     register("cream", str(RECIPES / "cream.yaml"),
              summary="Cream on mnist5k: cream trainer (mobilenet space, MACs range) -> board -> export -> retrain")
     register("cream_spos", str(RECIPES / "cream_spos.yaml"),
