@@ -263,3 +263,13 @@ def test_block_only_shufflenet_is_unchanged():
     chan = spos_channel().build_supernet()
     assert chan.chain_layout() is None  # paths run whole under channel search
     assert fvcore_macs(net.child(plain.first()), plain.input_shape) == plain.cost_table().macs(plain.first())
+
+
+def test_largest_arch_takes_the_most_channels_and_the_costliest_ops():
+    from nascore.methods.teacher import largest_arch
+
+    space = CoupledSpace()
+    table = space.cost_table()
+    big = largest_arch(space, table)
+    assert big.ops[0] == "8" and big.ops[2] == "8" and big.ops[4] == "12"
+    assert table.macs(big) == max(table.macs(a) for a in space.enumerate())

@@ -28,6 +28,7 @@ path for the call and switched back afterwards, so it can share the module with 
 from __future__ import annotations
 
 import difflib
+import math
 import sys
 from pathlib import Path
 from types import SimpleNamespace
@@ -211,10 +212,22 @@ def build_space(space_ref: dict[str, Any], input_shape: Any, num_classes: int, c
 
 
 def largest_arch(space: Any, table: Any) -> Architecture:
-    """Per decision the allowed option with the most MACs (then params): the biggest path."""
+    """Per decision the allowed option with the most MACs (then params): the biggest path.
+
+    Width decisions take their most channels; an op's MACs then include its width terms at those widths.
+    """
+    wd = table.width_decisions() if hasattr(table, "width_decisions") else set()
+    w = [max(int(o) for o in a) if i in wd else 0 for i, a in enumerate(space.allowed)]
+
+    def cost(i: int, o: str) -> tuple[int, int]:
+        extra = []
+        for terms in (getattr(table, "macs_terms", {}), getattr(table, "params_terms", {})):
+            extra.append(sum(c * math.prod(w[s] for s in src) for c, src in terms.get((i, o), ())))
+        return table.macs_table[i][o] + extra[0], table.params_table[i][o] + extra[1]
+
     ops = []
     for i, allowed in enumerate(space.allowed):
-        ops.append(max(allowed, key=lambda o: (table.macs_table[i][o], table.params_table[i][o])))
+        ops.append(str(w[i]) if i in wd else max(allowed, key=lambda o: cost(i, o)))
     return Architecture(ops)
 
 
