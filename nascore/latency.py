@@ -553,7 +553,9 @@ def measure_exported(model: nn.Module, folder: str | Path, meta: dict[str, Any],
     source = "module"
     timer = timer or WallTimer(warmup=int(meta.get("warmup", 10)), repeats=int(meta.get("repeats", 30)))
     if backend == "torchscript" and (folder / "model.ts").exists():
-        ts = torch.jit.freeze(torch.jit.load(str(folder / "model.ts")).eval())
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # torch >= 2.14 calls jit.load/freeze deprecated
+            ts = torch.jit.freeze(torch.jit.load(str(folder / "model.ts")).eval())
 
         def fn() -> Any:
             with torch.no_grad():
