@@ -38,7 +38,7 @@ import torch.nn.functional as F
 def _space(channels: bool):
     from nascore.builtin.shufflenet import SPOS_IMAGENET, ShuffleNetSpace
 
-    scales = [round(0.2 * i, 1) for i in range(1, 11)] if channels else None
+    scales = [round(0.2 * i, 1) for i in range(1, 9)] if channels else None
     return ShuffleNetSpace(**SPOS_IMAGENET, channel_scales=scales, input_shape=(3, 224, 224), num_classes=1000)
 
 

@@ -8,7 +8,7 @@ and a projection branch; the others split the channels in half and shuffle them.
 global average pool, dropout and a bias-free linear classifier. BatchNorm is ``affine=False`` as
 in the SPOS code (configurable).
 
-Channel search (SPOS's block + channel search): ``channel_scales`` (the paper's 0.2, 0.4, …, 2.0)
+Channel search (SPOS's block + channel search): ``channel_scales`` (the paper's 0.2, 0.4, …, 1.6)
 adds after each layer's op decision a :class:`~nascore.space.WidthDecision` ``s{s}_l{j}_mid``
 whose options are that block's mid channels ``round(scale × oup/2)``; the main branch is then built
 from slim layers at the largest scale (weights sliced per width, BN sliced and recalibrated per
