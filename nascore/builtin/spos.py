@@ -90,6 +90,12 @@ class SposConfig(TrainerConfig):
             raise ValueError(f"bin_quantiles must satisfy 0 <= low < high <= 1, got {[lo, hi]}")
         if self.fair_accumulate and self.sampler != "fair":
             raise ValueError("fair_accumulate needs sampler: fair")
+        on = [name for name, value in (("amp", self.amp != "off"), ("channels_last", self.channels_last),
+                                        ("ema_decay", self.ema_decay is not None),
+                                        ("grad_accum_steps", self.grad_accum_steps > 1)) if value]
+        if self.fair_accumulate and on:  # its own step loop (one step per fair cycle) would ignore them
+            raise ValueError(f"fair_accumulate does not support {', '.join(on)}: set fair_accumulate: false "
+                             "(one step per path) or switch them off")
         return self
 
 

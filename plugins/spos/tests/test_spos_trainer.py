@@ -160,6 +160,11 @@ def test_bad_options_name_the_field() -> None:
         SposConfig(sampler="flops_binned", bin_range=(5.0, 1.0))
     with pytest.raises(ValidationError, match="fair_accumulate"):
         SposConfig(sampler="uniform", fair_accumulate=True)
+    for feature in ({"amp": "bf16"}, {"channels_last": True}, {"ema_decay": 0.99}, {"grad_accum_steps": 2}):
+        # the fair cycle's own step loop would silently skip them
+        with pytest.raises(ValidationError, match=f"fair_accumulate does not support {next(iter(feature))}"):
+            SposConfig(sampler="fair", fair_accumulate=True, **feature)
+    SposConfig(sampler="fair", fair_accumulate=False, amp="bf16", grad_accum_steps=2)  # one step per path: fine
     with pytest.raises(ValidationError, match="max_tries"):
         SposConfig(max_tries=0)
 
