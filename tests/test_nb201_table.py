@@ -123,7 +123,7 @@ def test_evaluator_table_and_metric_options(registry):
     assert comp.build({"metric": "nb201_cifar10_valid"}, Ctx()).column == "valid_top1"
     with pytest.raises(Exception, match="cifar100-test"):
         comp.build({"metric": "cifar100-test"}, Ctx())  # not a column of the 200-epoch table
-    with pytest.raises(Exception, match="extra"):
+    with pytest.raises(Exception, match=r"options\.tabel: unknown field"):
         comp.build({"tabel": "12ep"}, Ctx())
 
 
