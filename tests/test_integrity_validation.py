@@ -209,6 +209,8 @@ def test_a_folder_as_config_path_is_a_clean_error(tmp_path, capsys):
     ["sample", "tiny_chain", "-n", "1e300"], ["rank", "tiny_chain", "--top", "nan"],
     ["rank", "tiny_chain", "--threads", str(2**70)], ["rank", "tiny_chain", "--seeds", str(2**64)],
     ["export", "runs/x", "--arch", "-1"],
+    ["lut", "build", "tiny_chain", "--batch", "0"], ["lut", "build", "tiny_chain", "--repeats", str(2**70)],
+    ["lut", "check", "t.json", "-n", "-3"], ["lut", "check", "t.json", "--folds", "1"],
 ])
 def test_out_of_range_numeric_flags_are_usage_errors(argv, capsys):
     with pytest.raises(SystemExit) as exc:  # argparse: usage line + the flag, exit 2; was a hang or a crash
