@@ -27,6 +27,8 @@ PAPER = {
     "tnas-nb201-cifar10": ("nascore_tnas.plugin", "cifar10", 32),
     "setn-nb201-cifar10": ("nascore_setn.plugin", "cifar10", 32),
     "cream-imagenet": ("nascore_cream.plugin", "imagefolder", 224),  # validated here; its 224 smoke is too slow for CI
+    "rlnas-imagenet": ("nascore_rlnas.plugin", "imagefolder", 224),
+    "abs-imagenet": ("nascore_abs.plugin", "imagefolder", 224),
 }
 
 
@@ -124,3 +126,19 @@ def test_recipe_modules_import():
     for module, _, _ in PAPER.values():
         pytest.importorskip(module)
         importlib.import_module(module)
+
+
+def test_rlnas_imagenet_smoke_at_224(tmp_path):
+    ctx = _smoke("rlnas-imagenet", tmp_path, [
+        "stages.1.selector.options.options.smoke_population=2", "stages.2.formats=[json]"])
+    assert ctx.data.input_shape == (3, 224, 224) and ctx.space.name == "shufflenet"
+    assert ctx.candidates and ctx.candidates[0].macs <= 330e6
+    assert ctx.data.train_labels is not None  # the supernet trained on random labels
+
+
+def test_abs_imagenet_smoke_at_224(tmp_path):
+    ctx = _smoke("abs-imagenet", tmp_path, [
+        "stages.3.selector.options.smoke_population=2", "stages.4.formats=[json]"])
+    assert ctx.data.input_shape == (3, 224, 224)
+    assert ctx.space.size() < 4 ** 20  # the shrink stage dropped operators
+    assert ctx.candidates and ctx.candidates[0].macs <= 330e6

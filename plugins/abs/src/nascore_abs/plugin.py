@@ -27,3 +27,5 @@ def register_selectors(register: Any) -> None:
 def register_recipes(register: Any) -> None:
     register("abs-spos", str(RECIPES / "abs-spos.yaml"),
              summary="ABS on mnist5k: supernet -> angle-based shrinking -> SPOS training + evolution on the shrunk space -> retrain")
+    register("abs-imagenet", str(RECIPES / "abs-imagenet.yaml"),
+             summary="ABS + SPOS at ImageNet scale: ShuffleNetV2 space at 224, angle shrinking to 1e6 archs, local root")

@@ -28,3 +28,5 @@ def register_selectors(register: Any) -> None:
 def register_recipes(register: Any) -> None:
     register("rlnas", str(RECIPES / "rlnas.yaml"),
              summary="RLNAS on mnist5k: SPOS supernet on random labels -> evolution by angle (no labels read) -> retrain on real labels")
+    register("rlnas-imagenet", str(RECIPES / "rlnas-imagenet.yaml"),
+             summary="RLNAS at ImageNet scale: SPOS ShuffleNetV2 space at 224, random labels, evolution by angle, local root")
