@@ -156,6 +156,7 @@ class DataBundle:
         self.pin_memory = bool(pin_memory)
         self.persistent_workers = bool(persistent_workers) and num_workers > 0
         self._loaders: dict[str, Any] = {}  # one DataLoader per dataset (persistent workers live across epochs)
+        self._reading: set[str] = set()  # datasets a live batches() pass is reading through its workers
         self.train_labels: torch.Tensor | None = None  # set by with_random_labels
         self.access_log: list[str] = []  # which splits were read (RLNAS checks no labels were used)
         self._true: DataBundle | None = None  # the real-label bundle behind a random-label view
@@ -245,10 +246,20 @@ class DataBundle:
             if mine:
                 steps.append(mine)
         test = split == "test"
-        if self.num_workers > 0 and (self.spec.test_tensors if test else self.spec.tensors) is None:
-            for mine, (x, y) in zip(steps, self._loader(test, steps)):
-                x, y = self._relabel(split, mine, x, y)
-                yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+        key = "test" if test else "train"
+        # a call made while another one reads the same dataset through workers (Cream's val batch
+        # inside the training loop) is gathered in-process: a persistent loader has one iterator,
+        # which a second pass would reset under the first, and a fresh loader would spawn (and
+        # prefetch with) every worker for a batch or two
+        if self.num_workers > 0 and (self.spec.test_tensors if test else self.spec.tensors) is None \
+                and key not in self._reading:
+            self._reading.add(key)
+            try:
+                for mine, (x, y) in zip(steps, self._loader(test, steps)):
+                    x, y = self._relabel(split, mine, x, y)
+                    yield x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+            finally:
+                self._reading.discard(key)
             return
         for mine in steps:
             x, y = self._gather(split, mine)

@@ -201,3 +201,27 @@ def test_dataloader_workers_give_the_in_process_batches(tmp_path):
     (xr, yr), = list(relabelled.batches("train", limit=1))
     (xp, yp), = list(plain.with_random_labels(5).batches("train", limit=1))
     assert torch.equal(yr, yp) and torch.equal(xr, xp)
+
+
+def test_a_val_batch_read_inside_the_training_pass_leaves_its_batches_alone():
+    """Cream reads a val batch inside the training loop: with persistent workers the loader has one
+    iterator, which that read used to reset under the training pass (the epoch then ended early, or
+    read the val indices' images). The nested read is gathered in-process and both are the plain ones."""
+    from nascore.builtin.datasets import FakeConfig, make_fake
+    from nascore.data import DataBundle, split_indices
+
+    spec = make_fake(FakeConfig(size=40, test_size=8, shape=(3, 8, 8)))
+    splits = split_indices(40, {"val": 0.2, "archval": 0.0}, seed=0)
+    plain = DataBundle(spec, splits, seed=0, batch_size=2)
+    want = list(plain.batches("train", limit=6))
+    want_val = next(iter(plain.batches("val", start=1, limit=2)))
+    pooled = DataBundle(spec, splits, seed=0, batch_size=2, num_workers=2, persistent_workers=True)
+    got, vals = [], []
+    for k, batch in enumerate(pooled.batches("train", limit=6)):
+        got.append(batch)
+        if k in (1, 3):
+            vals.append(next(iter(pooled.batches("val", start=1, limit=2))))
+    assert len(got) == 6
+    assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want))
+    assert all(torch.equal(v[0], want_val[0]) for v in vals)
+    assert not pooled._reading  # the passes let go of the loader: the next epoch uses the workers again
