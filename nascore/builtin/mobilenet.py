@@ -173,6 +173,7 @@ class MobileNetSpace(SearchSpace):
         stage_depths: Sequence[int] = (2, 2, 2, 2),
         stage_channels: Sequence[int] = (8, 16, 24, 32),
         stage_strides: Sequence[int] = (1, 2, 2, 1),
+        stage_out_channels: Sequence[int] | None = None,
         kernels: Sequence[int] = (3, 5, 7),
         expansions: Sequence[int] = (4, 6),
         allow_skip: bool = True,
@@ -219,16 +220,21 @@ class MobileNetSpace(SearchSpace):
         layers: list[LayerSpec] = []
         decisions: list[Decision] = []
         cin = self.first_block_channels or self.stem_channels
+        outs = list(stage_out_channels) if stage_out_channels is not None else list(stage_channels)
+        if len(outs) != n_stages:
+            raise ConfigError(["stage_out_channels needs one entry per stage"], source=SPACE_OPTIONS)
         for s, (depth, ch, stride) in enumerate(zip(stage_depths, stage_channels, stage_strides)):
-            cout = scale_channels(ch, width_mult)
+            hidden = scale_channels(ch, width_mult)
+            last = scale_channels(outs[s], width_mult)  # the stage's last layer (DNA: the teacher block's width)
             ratio = self.se_ratio if (se == "all" or (se == "late" and s >= late)) else 0.0
             for j in range(int(depth)):
-                spec = LayerSpec(s, j, cin if j == 0 else cout, cout, int(stride) if j == 0 else 1,
-                                 stage_act(s), ratio)
+                lin = cin if j == 0 else hidden
+                lout = last if j == int(depth) - 1 else hidden
+                spec = LayerSpec(s, j, lin, lout, int(stride) if j == 0 else 1, stage_act(s), ratio)
                 layers.append(spec)
-                ops = self.op_names + ((SKIP,) if allow_skip and j > 0 else ())
+                ops = self.op_names + ((SKIP,) if allow_skip and j > 0 and lin == lout else ())
                 decisions.append(Decision(f"s{s}_l{j}", ops))
-            cin = cout
+            cin = last
         self.layers: tuple[LayerSpec, ...] = tuple(layers)
         self.final_channels = cin
         super().__init__(decisions, input_shape=input_shape, num_classes=num_classes)

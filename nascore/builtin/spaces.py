@@ -40,6 +40,9 @@ class MobileNetConfig(BaseModel):
     stage_depths: tuple[int, ...] = Field((2, 2, 2, 2), min_length=1, description="choice layers per stage")
     stage_channels: tuple[int, ...] = Field((8, 16, 24, 32), min_length=1, description="output channels per stage")
     stage_strides: tuple[int, ...] = Field((1, 2, 2, 1), min_length=1, description="stride of the first layer of each stage (1 or 2)")
+    stage_out_channels: tuple[int, ...] | None = Field(
+        None, description="output channels of each stage's LAST layer (DNA's cells: the hidden width inside, the teacher "
+        "block's width out; that layer then offers no skip); null: stage_channels")
     kernels: tuple[int, ...] = Field((3, 5, 7), min_length=1, description="depthwise kernel sizes of the MBConv ops")
     expansions: tuple[int, ...] = Field((4, 6), min_length=1, description="expansion ratios of the MBConv ops (ABS uses 3, 6)")
     allow_skip: bool = Field(True, description="offer 'skip' (identity) on every layer but the first of a stage")
@@ -56,6 +59,9 @@ class MobileNetConfig(BaseModel):
         n = {len(self.stage_depths), len(self.stage_channels), len(self.stage_strides)}
         if len(n) != 1:
             raise ValueError("stage_depths, stage_channels and stage_strides must have the same length")
+        if self.stage_out_channels is not None and (len(self.stage_out_channels) != len(self.stage_depths)
+                                                    or any(c < 1 for c in self.stage_out_channels)):
+            raise ValueError("stage_out_channels needs one positive channel count per stage (or null)")
         if any(d < 1 for d in self.stage_depths) or any(c < 1 for c in self.stage_channels):
             raise ValueError("stage depths and channels must be positive")
         if any(s not in (1, 2) for s in self.stage_strides):
