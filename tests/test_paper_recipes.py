@@ -5,7 +5,10 @@ The smoke runs replace only the dataset (torchvision FakeData at the recipe's re
 has no ImageNet/CIFAR) and the batch size (2); SPOS-ImageNet's supernet is the paper's 20-layer
 2.0x-channel ShuffleNetV2 at 224x224. To keep CI time small the searches are cut further
 (population 2; TNAS expands one edge per step) and exports are JSON only. ``cream-imagenet`` is only
-validated here: its smoke at 224 takes minutes of CPU (run it by hand, see docs/benchmarks.md).
+validated here: its smoke at 224 takes minutes of CPU (run it by hand, see docs/benchmarks.md);
+``dna-imagenet`` too (its smoke, with the random B7 teacher and evolution instead of the exhaustive
+ranking, took 15.7 s on 2 loaded cores: see docs/paper-scale.md), but its space's mixed cell widths
+are checked against the teacher's block shapes and fvcore.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ PAPER = {
     "cream-imagenet": ("nascore_cream.plugin", "imagefolder", 224),  # validated here; its 224 smoke is too slow for CI
     "rlnas-imagenet": ("nascore_rlnas.plugin", "imagefolder", 224),
     "abs-imagenet": ("nascore_abs.plugin", "imagefolder", 224),
+    "dna-imagenet": ("nascore_dna.plugin", "imagefolder", 224),  # validated only: its smoke takes ~16 s
 }
 
 
@@ -142,3 +146,36 @@ def test_abs_imagenet_smoke_at_224(tmp_path):
     assert ctx.data.input_shape == (3, 224, 224)
     assert ctx.space.size() < 4 ** 20  # the shrink stage dropped operators
     assert ctx.candidates and ctx.candidates[0].macs <= 330e6
+
+
+def test_dna_imagenet_student_matches_the_teachers_blocks():
+    """The student's cells end at the B7 teacher's block shapes (what the MSE needs); inside a cell the
+    code's hidden widths; the cost table is exact against fvcore with those mixed widths."""
+    data, _, _ = _recipe("dna-imagenet")
+    from nascore.builtin.mobilenet import MobileNetSpace
+    from nascore.cost import check_table
+
+    space = MobileNetSpace(**data["space"]["options"], input_shape=(3, 224, 224), num_classes=1000)
+    ends = [spec for i, spec in enumerate(space.layers)
+            if i + 1 == len(space.layers) or space.layers[i + 1].stage != spec.stage]
+    assert [s.cout for s in ends] == [48, 80, 160, 224, 384, 640]
+    assert [s.cout for s in space.layers if s.index == 0][:2] == [24, 40]
+    assert all(len(d.options) == 6 for d in space.decisions)  # 6 MBConv ops, no skip
+    # ... and the recipe's torchvision B7 (random weights, nothing downloaded) cuts at exactly those shapes
+    import torchvision
+
+    from nascore_dna.blocks import cut_by_shape, torchvision_units, unit_shapes
+
+    units, names = torchvision_units(torchvision.models.efficientnet_b7(), "efficientnet_b7")
+    shapes = unit_shapes(units, (3, 224, 224), None)
+    from nascore_dna.blocks import block_output_shapes, student_blocks
+
+    targets = block_output_shapes(student_blocks(space.build_supernet()), (3, 224, 224))
+    assert [tuple(t) for t in targets] == [(48, 56, 56), (80, 28, 28), (160, 14, 14), (224, 14, 14), (384, 7, 7), (640, 7, 7)]
+    assert cut_by_shape(shapes, targets, names=names) == [2, 3, 4, 5, 6, 7]
+    import random
+
+    rng = random.Random(0)
+    rows = check_table(space, [space.sample(rng)])
+    assert all(r["ok"] for r in rows), rows
+

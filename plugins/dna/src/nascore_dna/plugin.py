@@ -70,3 +70,5 @@ def register_distillers(register: Any) -> None:
 def register_recipes(register: Any) -> None:
     register("dna", str(RECIPES / "dna.yaml"),
              summary="DNA on mnist5k: in-run teacher -> block-wise supernet -> per-block ranking + combiner -> retrain")
+    register("dna-imagenet", str(RECIPES / "dna-imagenet.yaml"),
+             summary="DNA at ImageNet scale: EfficientNet-B7 teacher (local weights), the code's 6-cell MBConv student at 224")
