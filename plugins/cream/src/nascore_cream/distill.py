@@ -54,7 +54,8 @@ class PathDistillOptions(BaseModel):
     unique: bool | None = Field(
         None, description="a path appears on the board at most once, re-measurements refresh it "
         "(null: true, false under compat cream-code, which keeps duplicates)")
-    slice: int = Field(4, gt=0, description="images stored per board entry and fed to the matching network (code: SLICE 4)")
+    slice: int = Field(4, gt=0, description="images stored per board entry and fed to the matching network (code: SLICE 4; "
+                       "smoke: at most half the batch)")
     pick: Literal["meta", "top1"] = Field(
         "meta", description="teacher choice: meta matching network (paper), or the best board path with rho 0.5")
     compat: Literal["paper", "cream-code"] = Field(
@@ -167,20 +168,29 @@ class PrioritizedPaths:
         c = ctx.constraint
         self.board = PrioritizedBoard(opts.board_size, opts.acc_gap, c.macs_min, c.macs_max, unique=unique)
         self.device = ctx.device
-        self.meta = MetaMatchingNetwork(ctx.space.num_classes, opts.slice).to(ctx.device)
+        self.smoke = bool(ctx.smoke)
+        self.slice = self.effective_slice(opts.slice, ctx)
+        self.meta = MetaMatchingNetwork(ctx.space.num_classes, self.slice).to(ctx.device)
         self.meta_opt: torch.optim.Optimizer
         if opts.meta_optimizer == "adam":
             self.meta_opt = torch.optim.Adam(self.meta.parameters(), lr=opts.meta_lr)
         else:
             self.meta_opt = torch.optim.SGD(self.meta.parameters(), lr=opts.meta_lr, momentum=opts.meta_momentum,
                                             nesterov=opts.meta_momentum > 0)
-        self.smoke = bool(ctx.smoke)
         self.meta_updates = 0
         self.last: dict[str, float] = {}
         self._meta_step = -1
         self._unpublished = False  # a board restored from a checkpoint is re-published at the next step
 
     # -- schedule --------------------------------------------------------------------------------
+    @staticmethod
+    def effective_slice(slice_: int, ctx: "Context") -> int:
+        """``slice`` (images per board entry; the look-ahead needs two slices of a batch), cut under
+        ``--smoke`` to what the smoke batch holds, as the warm-up and ``update_iter`` are."""
+        if not ctx.smoke:
+            return int(slice_)
+        return max(1, min(int(slice_), ctx.data.batch_size // 2))
+
     @property
     def warmup_epochs(self) -> int:
         return 0 if self.smoke else self.opts.warmup_epochs
@@ -205,9 +215,9 @@ class PrioritizedPaths:
                 f"{self.owner}: the val split is empty, but score: val / the paper's meta-update need it",
                 hint="set data.val_fraction > 0, or set score: train and compat: cream-code",
             )
-        if ctx.data.batch_size < 2 * self.opts.slice:
+        if ctx.data.batch_size < 2 * self.slice:
             raise NascoreError(
-                f"{self.owner}: data.batch_size {ctx.data.batch_size} is smaller than 2 x slice ({self.opts.slice})",
+                f"{self.owner}: data.batch_size {ctx.data.batch_size} is smaller than 2 x slice ({self.slice})",
                 hint="lower slice or raise data.batch_size",
             )
 
@@ -310,7 +320,7 @@ class PrioritizedPaths:
         score = mean_across_ranks(ctx, score)  # every rank keeps the same board (the code reduces prec1 too)
         if self.board.would_admit(score, macs) is None and not (self.board.unique and self.board.index_of(arch) is not None):
             return None
-        s = self.opts.slice
+        s = self.slice
         # paper: a board path's own softmax on its images (it is the teacher later); code: the
         # teacher's softmax of this step (the path's own for the first entry)
         source = teacher_logits if (self.code and teacher_logits is not None) else logits
@@ -389,7 +399,7 @@ class PrioritizedPaths:
         self, net: nn.Module, x: torch.Tensor, y: torch.Tensor, arch: Architecture, ctx: "Context",
         named: list[tuple[str, nn.Parameter]], meta_lr: float, optimizer: torch.optim.Optimizer | None,
     ) -> dict[str, float]:
-        s = self.opts.slice
+        s = self.slice
         xt, xv, yv = x[:s], x[s:2 * s], y[s:2 * s]
         # the graph is built on copies so the real step below may change the weights in place
         copies = {n: p.detach().clone().requires_grad_(True) for n, p in named}
