@@ -33,6 +33,7 @@ PAPER = {
     "rlnas-imagenet": ("nascore_rlnas.plugin", "imagefolder", 224),
     "abs-imagenet": ("nascore_abs.plugin", "imagefolder", 224),
     "dna-imagenet": ("nascore_dna.plugin", "imagefolder", 224),  # validated only: its smoke takes ~16 s
+    "nse-imagenet": ("nascore_nse.plugin", "imagefolder", 224),  # validated only: its smoke takes ~10 s
 }
 
 
@@ -196,3 +197,21 @@ def test_dna_imagenet_student_matches_the_teachers_blocks():
     rows = check_table(space, [space.sample(rng)])
     assert all(r["ok"] for r in rows), rows
 
+
+
+def test_nse_imagenet_skeleton_and_multibranch_costs():
+    """The staged nse_pool skeleton at 224: 16 choice layers at the config's widths; the additive
+    multi-branch cost table is exact against fvcore on a 2-op-per-layer child."""
+    data, _, _ = _recipe("nse-imagenet")
+    from nascore_nse.pool import NSEPoolSpace
+
+    from nascore.arch import Architecture
+    from nascore.cost import check_table
+
+    space = NSEPoolSpace(**data["space"]["options"], input_shape=(3, 224, 224), num_classes=1000)
+    assert len(space.decisions) == 16
+    net = space.build_supernet()
+    assert sorted(int(k) for k in net.transitions) == [0, 1, 4, 7, 10, 13]  # a fixed strided conv enters each stage
+    arch = Architecture([space.option(["mb5e6", "sep3"])] * 8 + ["skip", "mb3"] * 4)
+    rows = check_table(space, [arch])
+    assert rows[0]["ok"], rows

@@ -44,3 +44,5 @@ def register_selectors(register: Any) -> None:
 def register_recipes(register: Any) -> None:
     register("nse", str(RECIPES / "nse.yaml"),
              summary="NSE on mnist5k: rounds of gated supernet training + Pareto search, evolving the op pool")
+    register("nse-imagenet", str(RECIPES / "nse-imagenet.yaml"),
+             summary="NSE at ImageNet scale: 16-layer MBConv-channel skeleton at 224, 13-op pool, K=5, 300M MACs target")

@@ -1,7 +1,8 @@
 """The ``nse_pool`` space: a large op pool per layer, multi-branch layers, an active subset.
 
 A chain (stem → ``layers`` shape-preserving layers, a fixed downsampling conv before the second
-half → mean pool → linear, the ``tiny_chain`` skeleton) in which every layer offers a *pool* of ops.
+half → mean pool → linear, the ``tiny_chain`` skeleton; or, with ``stages``, an ImageNet-style
+stem → stages entered by a fixed strided 3×3 conv → mean pool → linear) in which every layer offers a *pool* of ops.
 A layer's option is a non-empty *set* of ops whose outputs are summed (a multi-branch layer; a
 single op is the one-element case) or ``skip`` — the empty set, i.e. the identity, which every
 layer allows because all layers keep the shape. ``max_branches`` caps the set size (NSE: none).
@@ -50,8 +51,8 @@ def make_op(name: str, c: int) -> nn.Module:
     if name in ("sep3", "sep5", "sep7"):
         k = int(name[-1])
         return nn.Sequential(*_conv_bn_relu(c, k, groups=c), *_conv_bn_relu(c, 1))
-    if name in ("mb3", "mb5"):
-        k, mid = int(name[-1]), 3 * c
+    if name in ("mb3", "mb5", "mb7", "mb3e6", "mb5e6", "mb7e6"):
+        k, mid = int(name[2]), (6 if name.endswith("e6") else 3) * c
         return nn.Sequential(nn.Conv2d(c, mid, 1, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
                              nn.Conv2d(mid, mid, k, 1, k // 2, groups=mid, bias=False), nn.BatchNorm2d(mid), nn.ReLU(),
                              nn.Conv2d(mid, c, 1, bias=False), nn.BatchNorm2d(c))
@@ -63,7 +64,7 @@ def make_op(name: str, c: int) -> nn.Module:
 
 
 POOL_OPS: tuple[str, ...] = ("conv1", "conv3", "conv5", "conv7", "dil3", "dil5", "sep3", "sep5", "sep7",
-                             "mb3", "mb5", "avg3", "max3")
+                             "mb3", "mb5", "mb7", "mb3e6", "mb5e6", "mb7e6", "avg3", "max3")
 DEFAULT_POOL: tuple[str, ...] = ("conv1", "conv3", "conv5", "dil3", "sep3", "sep5", "mb3", "avg3", "max3")
 
 
@@ -74,6 +75,10 @@ class NSEPoolConfig(BaseModel):
     layers: int = Field(4, gt=0, description="choice layers (a fixed stride-2 conv before the second half)")
     width: int = Field(8, gt=0, description="channels of the first half (doubled after)")
     ops: tuple[str, ...] = Field(DEFAULT_POOL, min_length=1, description=f"the op pool of every layer, from {', '.join(POOL_OPS)}")
+    stages: tuple[tuple[int, int, int], ...] | None = Field(
+        None, description="ImageNet-style skeleton: [channels, choice layers, stride] per stage, each stage entered by a "
+        "fixed 3x3 conv (its stride, to its channels); null: the two-half tiny_chain skeleton of `layers`/`width`")
+    stem_channels: int = Field(16, gt=0, description="with `stages`: channels of the stride-2 stem conv")
     active: int = Field(3, gt=0, description="K: ops per layer in NSE's active sub-space")
     initial: tuple[str, ...] | None = Field(None, description="ops active in the first round (null: K drawn at random per layer)")
     max_branches: int | None = Field(None, gt=0, description="most ops summed in one layer (null: any subset, as NSE)")
@@ -83,6 +88,8 @@ class NSEPoolConfig(BaseModel):
         unknown = [o for o in self.ops if o not in POOL_OPS]
         if unknown:
             raise ValueError(f"unknown pool op(s) {unknown}; choose from {', '.join(POOL_OPS)}")
+        if self.stages is not None and any(c < 1 or n < 1 or st not in (1, 2) for c, n, st in self.stages):
+            raise ValueError("stages entries are [channels >= 1, layers >= 1, stride 1 or 2]")
         if len(set(self.ops)) != len(self.ops):
             raise ValueError("ops must be distinct")
         if self.active > len(self.ops):
@@ -109,10 +116,16 @@ class NSEPoolSpace(SearchSpace):
         active: int = 3,
         initial: Sequence[str] | None = None,
         max_branches: int | None = None,
+        stages: Sequence[Sequence[int]] | None = None,
+        stem_channels: int = 16,
         input_shape: tuple[int, int, int] = (1, 28, 28),
         num_classes: int = 10,
     ) -> None:
         self.pool = tuple(ops)
+        self.stages = tuple(tuple(int(v) for v in st) for st in stages) if stages else None
+        self.stem_channels = int(stem_channels)
+        if self.stages:
+            layers = sum(n for _, n, _ in self.stages)
         super().__init__([Decision(f"layer{i}", self.pool + (SKIP,), multi=True) for i in range(layers)],
                          input_shape=input_shape, num_classes=num_classes)
         self.width = int(width)
@@ -225,21 +238,39 @@ class NSEPoolSupernet(Supernet):
 
     def __init__(self, space: NSEPoolSpace) -> None:
         super().__init__(space)
-        c = space.width
-        self.stem = nn.Sequential(nn.Conv2d(space.input_shape[0], c, 3, 2, 1, bias=False), nn.BatchNorm2d(c), nn.ReLU())
-        layers = []
         n = len(space.decisions)
-        for i, d in enumerate(space.decisions):
-            width = c if i < n // 2 else 2 * c
-            layers.append(ChoiceLayer({o: make_op(o, width) for o in d.options}))
-        self.layers = nn.ModuleList(layers)
-        self.down = nn.Sequential(nn.Conv2d(c, 2 * c, 3, 2, 1, bias=False), nn.BatchNorm2d(2 * c), nn.ReLU())
-        self.head = nn.Linear(2 * c, space.num_classes)
+        if space.stages:  # stem -> per stage: a fixed 3x3 conv (stride, channels), then its choice layers
+            c = space.stem_channels
+            plan = []  # (width of layer i, transition before it or None)
+            for ch, depth, stride in space.stages:
+                for j in range(depth):
+                    plan.append((ch, (c, ch, stride) if j == 0 else None))
+                c = ch
+        else:  # two halves, a stride-2 conv between
+            c = space.width
+            plan = [(c if i < n // 2 else 2 * c, (c, 2 * c, 2) if i == n // 2 else None) for i in range(n)]
+        stem_c = space.stem_channels if space.stages else space.width
+        self.stem = nn.Sequential(nn.Conv2d(space.input_shape[0], stem_c, 3, 2, 1, bias=False), nn.BatchNorm2d(stem_c), nn.ReLU())
+        self.layers = nn.ModuleList(ChoiceLayer({o: make_op(o, w) for o in d.options})
+                                    for (w, _), d in zip(plan, space.decisions))
+        trans = {i: nn.Sequential(nn.Conv2d(a, b, 3, st, 1, bias=False), nn.BatchNorm2d(b), nn.ReLU())
+                 for i, (_, t) in enumerate(plan) if t is not None for a, b, st in [t]}
+        if space.stages:
+            self.transitions = nn.ModuleDict({str(i): m for i, m in trans.items()})
+        else:
+            self.down = trans[n // 2]
+        self.head = nn.Linear(plan[-1][0], space.num_classes)
         for i in range(n):
             self.bind(i, f"layers.{i}")
 
     def forward_path(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
+        if self.space.stages:
+            for i, layer in enumerate(self.layers):
+                if str(i) in self.transitions:
+                    x = self.transitions[str(i)](x)
+                x = layer(x)
+            return self.head(x.mean((2, 3)))
         half = len(self.layers) // 2
         for i, layer in enumerate(self.layers):
             if i == half:
@@ -252,5 +283,6 @@ def make_pool_space(cfg: NSEPoolConfig, ctx: Any = None) -> NSEPoolSpace:
     data = getattr(ctx, "data", None) if ctx is not None else None
     shape, classes = ((1, 28, 28), 10) if data is None else (tuple(data.input_shape), data.num_classes)
     return NSEPoolSpace(layers=cfg.layers, width=cfg.width, ops=cfg.ops, active=cfg.active, initial=cfg.initial,
-                        max_branches=cfg.max_branches, input_shape=shape, num_classes=classes)  # type: ignore[arg-type]
+                        max_branches=cfg.max_branches, stages=cfg.stages, stem_channels=cfg.stem_channels,
+                        input_shape=shape, num_classes=classes)  # type: ignore[arg-type]
 
