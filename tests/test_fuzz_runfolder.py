@@ -96,7 +96,8 @@ def _args(command: str, run: Path) -> list[str]:
 def pristine(tmp_path_factory):
     """The finished run and, per command, what it produces on the intact folder."""
     torch.set_num_threads(1)
-    os.environ["NASCORE_LOAD_PLUGINS"] = ""
+    env = pytest.MonkeyPatch()  # builtins only while building; undone so later modules see plugins
+    env.setenv("NASCORE_LOAD_PLUGINS", "")
     root = tmp_path_factory.mktemp("fuzz")
     run_config(CONFIG, root / "src" / "run")
     src = root / "src" / "run"
@@ -111,6 +112,7 @@ def pristine(tmp_path_factory):
             rc = cli.main(_args(command, run))
         assert rc == 0
         expected[command] = _observe(run, command, buf.getvalue())
+    env.undo()
     return src, expected
 
 

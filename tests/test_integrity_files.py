@@ -40,9 +40,11 @@ def _builtins_only(monkeypatch):
 def finished(tmp_path_factory) -> Path:
     """A finished run: train (with stage checkpoints), search, retrain of the best."""
     torch.set_num_threads(1)
-    os.environ["NASCORE_LOAD_PLUGINS"] = ""
+    env = pytest.MonkeyPatch()  # builtins only while building; undone so later modules see plugins
+    env.setenv("NASCORE_LOAD_PLUGINS", "")
     d = tmp_path_factory.mktemp("fin") / "run"
     run_config(_cfg(TRAIN, SEARCH, RETRAIN), d)
+    env.undo()
     return d
 
 
@@ -54,7 +56,8 @@ def killed(tmp_path_factory) -> tuple[Path, Path]:
     and the stage-end supernet are removed, so that the step-6 checkpoint is the newest one left.
     """
     torch.set_num_threads(1)
-    os.environ["NASCORE_LOAD_PLUGINS"] = ""
+    env = pytest.MonkeyPatch()  # builtins only while building; undone so later modules see plugins
+    env.setenv("NASCORE_LOAD_PLUGINS", "")
     root = tmp_path_factory.mktemp("kill")
     full = root / "full"
     run_config(_cfg(TRAIN), full)
@@ -65,6 +68,7 @@ def killed(tmp_path_factory) -> tuple[Path, Path]:
     ckpts = sorted((part / "checkpoints").glob("stage-0-*.pt"))
     assert len(ckpts) == 2
     ckpts[-1].unlink()  # the step-6 checkpoint is the newest left
+    env.undo()
     return part, full
 
 
