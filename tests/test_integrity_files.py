@@ -375,3 +375,26 @@ def test_every_file_gets_ordinary_permissions(finished):
     wrong = {str(p.relative_to(finished)): oct(stat.S_IMODE(p.stat().st_mode)) for p in files
              if stat.S_IMODE(p.stat().st_mode) != want}
     assert not wrong
+
+
+def test_stage_end_supernet_is_rewritten_only_when_it_changed(tmp_path, monkeypatch):
+    """A search/export/retrain stage leaves the supernet alone: its stage end does not rewrite the
+    (at paper scale 100 MB+) supernet.pt. Changed weights, or a file changed on disk, are written."""
+    from nascore.pipeline import runfolder
+
+    writes: list[int] = []
+    real = runfolder.save_supernet
+    monkeypatch.setattr(runfolder, "save_supernet", lambda d, w: (writes.append(1), real(d, w)))
+    run = tmp_path / "run"
+    ctx = run_config(_cfg(TRAIN, SEARCH), run)
+    assert len(writes) == 1  # after train; the search stage's end found the same weights
+    ctx.save_supernet()
+    assert len(writes) == 1
+    with torch.no_grad():
+        next(ctx.supernet.parameters()).add_(1.0)
+    ctx.save_supernet()
+    assert len(writes) == 2
+    torch.testing.assert_close(_weights(run), ctx.supernet.state_dict())
+    _flip(run / "checkpoints" / "supernet.pt")
+    ctx.save_supernet()  # the weights did not change, the file did: it is written again
+    assert len(writes) == 3 and torch.equal(next(iter(_weights(run).values())), next(iter(ctx.supernet.state_dict().values())))

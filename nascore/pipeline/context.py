@@ -103,6 +103,7 @@ class RunContext:
         self._supernet: Supernet | None = None
         self._pending_weights: Path | None = None
         self._initial_weights: dict[str, torch.Tensor] | None = None
+        self._saved_digest: tuple[Any, ...] | None = None  # (weights digest, file size, mtime) of the last save_supernet
         bounds = cfg.constraint.model_dump()
         self.latency_table_path: str | None = bounds.pop("latency_table", None)
         self.constraint = ResourceConstraint(**bounds)
@@ -296,9 +297,17 @@ class RunContext:
         runfolder.write_state(self)
 
     def save_supernet(self) -> None:
+        """Write the stage-end weights, unless they are byte for byte the ones last written (a
+        search, export or retrain stage leaves them alone: no need to rewrite a 100 MB+ file)."""
         if self.run_dir is None or not self.dist.is_main or self._supernet is None:
             return
-        runfolder.save_supernet(self.run_dir, self._supernet.state_dict())
+        weights = self._supernet.state_dict()
+        path = runfolder.supernet_path(self.run_dir)
+        written = (_weights_digest(weights), *_file_stamp(path))
+        if written == self._saved_digest:  # same weights, and the file is the one written then
+            return
+        runfolder.save_supernet(self.run_dir, weights)
+        self._saved_digest = (written[0], *_file_stamp(path))
 
     def restore(self) -> None:
         """Load state.json and the last stage-end supernet weights (for resume/export)."""
@@ -317,3 +326,22 @@ class RunContext:
 
     def write_results(self) -> None:
         runfolder.write_results(self)
+
+
+def _weights_digest(weights: dict[str, torch.Tensor]) -> str:
+    """A content hash of a state dict (names, dtypes, shapes and bytes; ~1 GB/s on a CPU)."""
+    h = hashlib.blake2b(digest_size=32)
+    for name, t in weights.items():
+        t = t.detach()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
+        h.update(t.cpu().contiguous().reshape(-1).view(torch.uint8).numpy().data)
+    return h.hexdigest()
+
+
+def _file_stamp(path: Path) -> tuple[int, int]:
+    """(size, mtime in ns) of ``path``, (-1, -1) when it is missing."""
+    try:
+        st = path.stat()
+    except OSError:
+        return (-1, -1)
+    return (st.st_size, st.st_mtime_ns)
