@@ -160,7 +160,8 @@ def test_rlnas_imagenet_smoke_at_224(tmp_path):
 
 def test_abs_imagenet_smoke_at_224(tmp_path):
     ctx = _smoke("abs-imagenet", tmp_path, [
-        "stages.3.selector.options.smoke_population=2", "stages.4.formats=[json]"])
+        "stages.1.selector.options.epochs_between=0", "stages.3.selector.options.smoke_population=2",
+        "stages.4.formats=[json]"])
     assert ctx.data.input_shape == (3, 224, 224)
     assert ctx.space.size() < 4 ** 20  # the shrink stage dropped operators
     assert ctx.candidates and ctx.candidates[0].macs <= 330e6
