@@ -329,8 +329,9 @@ class RunContext:
 
 
 def _weights_digest(weights: dict[str, torch.Tensor]) -> str:
-    """A content hash of a state dict (names, dtypes, shapes and bytes; ~1 GB/s on a CPU)."""
-    h = hashlib.blake2b(digest_size=32)
+    """A content hash of a state dict (names, dtypes, shapes and bytes; sha256, ~0.06 s per 100 MB
+    on a CPU with SHA extensions, several times less than serialising and writing them)."""
+    h = hashlib.sha256()
     for name, t in weights.items():
         t = t.detach()
         h.update(f"{name}|{t.dtype}|{tuple(t.shape)};".encode())
