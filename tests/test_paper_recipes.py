@@ -3,7 +3,7 @@ compute and its differences from the paper, and runs with ``--smoke`` at full re
 
 The smoke runs replace only the dataset (torchvision FakeData at the recipe's resolution, since CI
 has no ImageNet/CIFAR) and the batch size (2); SPOS-ImageNet's supernet is the paper's 20-layer
-2.0x-channel ShuffleNetV2 at 224x224. To keep CI time small the searches are cut further
+block + channel (0.2..1.6x) ShuffleNetV2 at 224x224. To keep CI time small the searches are cut further
 (population 2; TNAS expands one edge per step) and exports are JSON only. ``cream-imagenet`` runs
 its own stages unchanged (board, meta network, EMA, RandAugment, TorchScript export, retrain).
 ``dna-imagenet`` is only validated here (its smoke, with the random B7 teacher and evolution instead
