@@ -107,6 +107,30 @@ def fvcore_macs_many(children: Sequence[nn.Module], input_shape: Sequence[int]) 
     return [int(per.get(f"nets.{i}", 0)) for i in range(len(children))]
 
 
+def record_candidate_inputs(space: Any, net: nn.Module, arch: Architecture,
+                            batch_shape: Sequence[int]) -> dict[int, torch.Tensor]:
+    """Each bound candidate module's input (by ``id``) in one forward pass of ``arch`` on zeros.
+
+    ``arch`` holds every option of every decision at once, so one pass shows every block the input
+    it sees in the network: the cost table counts each block there, the latency table times it there.
+    """
+    recorded: dict[int, torch.Tensor] = {}
+    hooks = []
+    for i in range(len(space.decisions)):
+        for layer in net.choice_layers(i):
+            for mod in layer.candidates.values():
+                hooks.append(mod.register_forward_pre_hook(
+                    lambda m, args: recorded.setdefault(id(m), args[0].detach().clone())))
+    try:
+        net.set_active(arch)
+        with torch.no_grad():
+            net(torch.zeros(*batch_shape))
+    finally:
+        for h in hooks:
+            h.remove()
+    return recorded
+
+
 @attrs.frozen
 class CostTable:
     """Per-option MACs/params of a space at one input shape; ``cost(arch)`` by summation."""
@@ -267,23 +291,7 @@ class CostTable:
         everything = Architecture([
             str(d.max_channels) if i in widths else (frozenset(d.options) if len(d.options) > 1 else d.options[0])
             for i, d in enumerate(space.decisions)])
-        recorded: dict[int, torch.Tensor] = {}
-        hooks = []
-        for i in range(len(space.decisions)):
-            for layer in net.choice_layers(i):
-                for mod in layer.candidates.values():
-                    hooks.append(
-                        mod.register_forward_pre_hook(
-                            lambda m, args: recorded.setdefault(id(m), args[0].detach().clone())
-                        )
-                    )
-        try:
-            net.set_active(everything)
-            with torch.no_grad():
-                net(torch.zeros(1, *input_shape))
-        finally:
-            for h in hooks:
-                h.remove()
+        recorded = record_candidate_inputs(space, net, everything, (1, *input_shape))
         mods, inputs, keys = [], [], []
         for i, d in enumerate(space.decisions):
             for layer in net.choice_layers(i):
@@ -430,20 +438,15 @@ class ResourceConstraint:
 
     def describe(self) -> str:
         parts = []
-        for label, lo, hi in (("MACs", self.macs_min, self.macs_max), ("params", self.params_min, self.params_max)):
+        for label, lo, hi, fmt in (("MACs", self.macs_min, self.macs_max, _fmt),
+                                   ("params", self.params_min, self.params_max, _fmt),
+                                   ("latency", self.latency_ms_min, self.latency_ms_max, lambda v: f"{v:g} ms")):
             if lo is not None and hi is not None:
-                parts.append(f"{_fmt(lo)} ≤ {label} ≤ {_fmt(hi)}")
+                parts.append(f"{fmt(lo)} ≤ {label} ≤ {fmt(hi)}")
             elif hi is not None:
-                parts.append(f"{label} ≤ {_fmt(hi)}")
+                parts.append(f"{label} ≤ {fmt(hi)}")
             elif lo is not None:
-                parts.append(f"{label} ≥ {_fmt(lo)}")
-        lo, hi = self.latency_ms_min, self.latency_ms_max
-        if lo is not None and hi is not None:
-            parts.append(f"{lo:g} ms ≤ latency ≤ {hi:g} ms")
-        elif hi is not None:
-            parts.append(f"latency ≤ {hi:g} ms")
-        elif lo is not None:
-            parts.append(f"latency ≥ {lo:g} ms")
+                parts.append(f"{label} ≥ {fmt(lo)}")
         return ", ".join(parts) or "none"
 
     def check_feasible(self, table: CostTable, allowed: Sequence[Sequence[str]]) -> None:

@@ -46,7 +46,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from nascore.arch import Architecture, option_members
-from nascore.cost import CostTable
+from nascore.cost import CostTable, record_candidate_inputs
 from nascore.errors import ConfigError, NascoreError
 from nascore.groundtruth.testbed import kendall_tau
 from nascore.io import read_json, write_json
@@ -400,20 +400,7 @@ def recorded_blocks(space: Any, net: nn.Module, input_shape: Sequence[int], batc
     # Every option of every decision at once; a decision without blocks (a split point) keeps its first.
     everything = Architecture([frozenset(d.options) if len(d.options) > 1 and net.choice_layers(i) else d.options[0]
                                for i, d in enumerate(space.decisions)])
-    recorded: dict[int, torch.Tensor] = {}
-    hooks = []
-    for i in range(len(space.decisions)):
-        for layer in net.choice_layers(i):
-            for mod in layer.candidates.values():
-                hooks.append(mod.register_forward_pre_hook(
-                    lambda m, args: recorded.setdefault(id(m), args[0].detach().clone())))
-    try:
-        net.set_active(everything)
-        with torch.no_grad():
-            net(torch.zeros(1, *input_shape))
-    finally:
-        for h in hooks:
-            h.remove()
+    recorded = record_candidate_inputs(space, net, everything, (1, *input_shape))
     gen = torch.Generator().manual_seed(0)
     out = []
     for i, d in enumerate(space.decisions):
