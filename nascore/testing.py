@@ -276,6 +276,29 @@ def _base_config(config: Mapping[str, Any] | None, seed: int) -> dict[str, Any]:
     return cfg
 
 
+def _kill_and_resume(reg: Registry, role: str, name: str, wrap: Callable[[Any, Any], Any], cfg: Any,
+                     run_dir: Path, smoke: bool, who: str, *, must_interrupt: bool) -> Any:
+    """Run ``cfg`` with the ``role`` component wrapped so it raises :class:`Interrupted` (a kill), then
+    resume the folder to the end and return the resumed run's context."""
+    from nascore.pipeline.run import resume_run, run_pipeline
+
+    undo = _wrap_factory(reg, role, name, wrap)
+    try:
+        run_config(cfg, run_dir, registry=reg, smoke=smoke)
+        if must_interrupt:
+            raise _fail(who, "resume", "the run was not interrupted (the suite's kill did not happen)")
+    except Interrupted:
+        pass
+    finally:
+        undo()
+    ctx = resume_run(run_dir, quiet=True, registry=reg)
+    try:
+        run_pipeline(ctx)
+    finally:
+        ctx.log.close()
+    return ctx
+
+
 def check_selector(name: str, run_dir: Path, *, options: Mapping[str, Any] | None = None,
                    registry: Registry | None = None, config: Mapping[str, Any] | None = None,
                    evaluator: str | Mapping[str, Any] = "params", before: list[dict[str, Any]] | None = None,
@@ -284,8 +307,6 @@ def check_selector(name: str, run_dir: Path, *, options: Mapping[str, Any] | Non
     fields (space, dataset …), ``constraint`` defaults to a MACs limit at the space's median. A
     shrinking selector (one that returns a restricted space and no candidates) is held to the same
     checks on the space it leaves. Returns the uninterrupted run's candidates."""
-    from nascore.pipeline.run import resume_run, run_pipeline
-
     who = f"selector {name!r}"
     reg = registry or make_registry()
     cfg = _base_config(config, seed)
@@ -331,20 +352,8 @@ def check_selector(name: str, run_dir: Path, *, options: Mapping[str, Any] | Non
 
     # killed during its search (at the middle score() call, when it calls its evaluator), then resumed
     after = max(1, (len(calls) + 1) // 2) if calls else 0
-    undo = _wrap_factory(reg, "evaluator", ev["name"], lambda obj, ctx: _CountingEvaluator(obj, after, []))
-    try:
-        run_config(cfg, run_dir / "b", registry=reg, smoke=smoke)
-        if after:
-            raise _fail(who, "resume", "the run was not interrupted (the suite's kill did not happen)")
-    except Interrupted:
-        pass
-    finally:
-        undo()
-    ctx = resume_run(run_dir / "b", quiet=True, registry=reg)
-    try:
-        run_pipeline(ctx)
-    finally:
-        ctx.log.close()
+    ctx = _kill_and_resume(reg, "evaluator", ev["name"], lambda obj, ctx: _CountingEvaluator(obj, after, []),
+                           cfg, run_dir / "b", smoke, who, must_interrupt=bool(after))
     if _outcome(ctx) != _outcome(first):
         raise _fail(who, "resume", f"killed at score() call {after} of {len(calls)} and resumed it gave "
                     f"{_outcome(ctx)}, uninterrupted {_outcome(first)} (ranking, space)")
@@ -434,8 +443,6 @@ def check_trainer(name: str, run_dir: Path, *, options: Mapping[str, Any] | None
     """The trainer contract on a run whose last stage trains with it (``before``: stages run first, with
     other trainers). ``trains_every_op``: a trainer that updates every op by design (mixed-op α) skips the
     untouched-ops check; the rest still applies."""
-    from nascore.pipeline.run import resume_run, run_pipeline
-
     who = f"trainer {name!r}"
     reg = registry or make_registry()
     cfg = _base_config(config, seed)
@@ -488,19 +495,7 @@ def check_trainer(name: str, run_dir: Path, *, options: Mapping[str, Any] | None
         _recording_supernet(ctx.supernet, [], interrupt_after=after)
         return obj
 
-    undo = _wrap_factory(reg, "trainer", name, interrupting)
-    try:
-        run_config(cfg, run_dir / "b", registry=reg, smoke=smoke)
-        raise _fail(who, "resume", "the run was not interrupted (the suite's kill did not happen)")
-    except Interrupted:
-        pass
-    finally:
-        undo()
-    ctx = resume_run(run_dir / "b", quiet=True, registry=reg)
-    try:
-        run_pipeline(ctx)
-    finally:
-        ctx.log.close()
+    ctx = _kill_and_resume(reg, "trainer", name, interrupting, cfg, run_dir / "b", smoke, who, must_interrupt=True)
     got = ctx.supernet.state_dict()
     diff = [k for k in final if not torch.equal(final[k], got[k])]
     if diff:
