@@ -5,7 +5,9 @@ The smoke runs replace only the dataset (torchvision FakeData at the recipe's re
 has no ImageNet/CIFAR) and the batch size (2); SPOS-ImageNet's supernet is the paper's 20-layer
 block + channel (0.2..1.6x) ShuffleNetV2 at 224x224. To keep CI time small the searches are cut further
 (population 2; TNAS expands one edge per step) and exports are JSON only. ``cream-imagenet`` runs
-its own stages unchanged (board, meta network, EMA, RandAugment, TorchScript export, retrain).
+its own stages unchanged (board, meta network, EMA, RandAugment, TorchScript export, retrain), and so
+does ``nse-imagenet`` (every round, until the 13-op pool is exhausted; TorchScript export, retrain).
+Under ``--smoke`` evaluation batches are capped at the training batch (checked below).
 ``dna-imagenet`` is only validated here (its smoke, with the random B7 teacher and evolution instead
 of the exhaustive ranking, took 15.7 s on 2 loaded cores: see docs/paper-scale.md), but its space's mixed cell widths
 are checked against the teacher's block shapes and fvcore.
@@ -33,7 +35,7 @@ PAPER = {
     "rlnas-imagenet": ("nascore_rlnas.plugin", "imagefolder", 224),
     "abs-imagenet": ("nascore_abs.plugin", "imagefolder", 224),
     "dna-imagenet": ("nascore_dna.plugin", "imagefolder", 224),  # validated only: its smoke takes ~16 s
-    "nse-imagenet": ("nascore_nse.plugin", "imagefolder", 224),  # validated only: its smoke takes ~10 s
+    "nse-imagenet": ("nascore_nse.plugin", "imagefolder", 224),
 }
 
 
@@ -216,3 +218,43 @@ def test_nse_imagenet_skeleton_and_multibranch_costs():
     arch = Architecture([space.option(["mb5e6", "sep3"])] * 8 + ["skip", "mb3"] * 4)
     rows = check_table(space, [arch])
     assert rows[0]["ok"], rows
+
+
+def test_nse_imagenet_smoke_at_224(tmp_path):
+    """The whole recipe at 224 (no option of it overridden): every round re-initialises the
+    multi-branch supernet, and the rounds go on until every op of the 13-op pool has been in some
+    layer's active set; the front's architectures meet 300M, and the exported winner's MACs are
+    fvcore's on its standalone multi-branch child."""
+    import json
+
+    ctx = _smoke("nse-imagenet", tmp_path, [])
+    assert ctx.data.input_shape == (3, 224, 224)
+    events = [json.loads(line) for line in (tmp_path / "nse-imagenet" / "metrics.jsonl").read_text().splitlines()]
+    init = next(e for e in events if e.get("event") == "nse_init")
+    rounds = [e for e in events if e.get("event") == "nse_round"]
+    assert [r["round"] for r in rounds] == list(range(len(rounds))) and rounds[-1]["done"]
+    assert not any(r["done"] for r in rounds[:-1])
+    assert [e["round"] for e in events if e.get("event") == "nse_reinit"] == list(range(1, len(rounds)))
+    pool = set(ctx.cfg.space.options["ops"])
+    for layer, ops in enumerate(init["active"]):
+        seen = set(ops).union(*(r["added"][layer] for r in rounds))
+        assert seen == pool, f"layer {layer} never trained {sorted(pool - seen)}"
+    front = [f for r in rounds for f in r["front"]]
+    assert front and all(f["macs"] <= 300e6 for f in front)
+    best = ctx.candidates[0]
+    assert best.macs <= 300e6 and best.arch_str in {f["arch"] for f in front}
+    from nascore.cost import fvcore_macs
+
+    assert fvcore_macs(ctx.supernet.child(best.arch), (3, 224, 224)) == best.macs
+
+
+def test_smoke_caps_the_eval_batch_at_the_train_batch():
+    """A recipe's eval batch (200 at 224 for nse-imagenet) would make every candidate's evaluation
+    the slowest step of a CPU smoke; a full run keeps the config's."""
+    from nascore.testing import make_context
+
+    data, _, reg = _recipe("nse-imagenet")
+    data = apply_overrides(data, ["dataset={name: fake, options: {shape: [3, 32, 32], size: 64}}",
+                                  "data.batch_size=4", "data.num_workers=0"])
+    assert make_context(data, registry=reg, smoke=True).data.eval_batch_size == 4
+    assert make_context(data, registry=reg, smoke=False).data.eval_batch_size == 200

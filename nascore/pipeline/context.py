@@ -153,9 +153,12 @@ class RunContext:
                 hint="batch_size is the global batch; make it a multiple of --nproc-per-node × nodes",
             )
         bs = min(bs, max(len(splits["train"]) // 2, 1))
+        # a smoke evaluates no bigger batches than it trains on: a recipe's eval batch of 200 at 224
+        # would make each candidate's evaluation the slowest step of a CPU smoke
+        eval_bs = min(dc.eval_batch_size, bs) if self.smoke else dc.eval_batch_size
         self.data = DataBundle(
             spec, splits, seed=self.cfg.seed, batch_size=bs // self.dist.world_size,
-            eval_batch_size=dc.eval_batch_size, rank=self.dist.rank, world_size=self.dist.world_size,
+            eval_batch_size=eval_bs, rank=self.dist.rank, world_size=self.dist.world_size,
             num_workers=dc.num_workers, pin_memory=dc.pin_memory, persistent_workers=dc.persistent_workers,
         )
         if dc.random_labels:

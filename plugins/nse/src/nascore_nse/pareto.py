@@ -77,7 +77,11 @@ def plot_round(path: Path, r: int, evaluated: Sequence[tuple[float, float]], his
     ax.set_ylabel("supernet accuracy (%)")
     ax.set_title(f"NSE round {r}: MACs / accuracy Pareto front")
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=8, loc="lower right")
+    if ax.get_legend_handles_labels()[0]:
+        ax.legend(fontsize=8, loc="lower right")
+    else:  # an empty round (nothing sampled met the constraint) says so instead of an empty legend
+        ax.text(0.5, 0.5, f"round {r}: no sampled architecture met the constraint", transform=ax.transAxes,
+                ha="center", va="center", color="0.4")
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.tight_layout()
     fig.savefig(path)
