@@ -150,12 +150,22 @@ class CostTable:
     #: ``macs_table`` entries are 0: what a width costs depends on the other decisions.
     macs_terms: dict = attrs.field(factory=dict)
     params_terms: dict = attrs.field(factory=dict)
+    #: ``{decision: {option: channels}}`` of the width decisions (their options may be labels such
+    #: as PWKD's ``w25``); without it an option's channels are the option itself (``"48"``).
+    width_channels: dict = attrs.field(factory=dict)
+
+    def channels_of(self, i: int, option: Any) -> int:
+        """The channels option ``option`` of width decision ``i`` sets (0 for a non-width decision)."""
+        wc = self.width_channels.get(i)
+        if wc is not None:
+            return wc.get(option, 0)
+        return int(option) if isinstance(option, str) and option.isdigit() else 0
 
     def _terms(self, terms: dict, arch: Architecture, widths: Sequence[int] | None = None) -> int:
         if not terms:
             return 0
         ops = arch.ops
-        w = widths if widths is not None else [int(o) if isinstance(o, str) and o.isdigit() else 0 for o in ops]
+        w = widths if widths is not None else [self.channels_of(i, o) for i, o in enumerate(ops)]
         total = 0
         for key in [None, *((i, o) for i, opt in enumerate(ops) for o in option_members(opt))]:
             for coef, sources in terms.get(key, ()):
@@ -248,7 +258,7 @@ class CostTable:
         for table, fixed, terms in ((self.macs_table, self.fixed_macs, self.macs_terms),
                                     (self.params_table, self.fixed_params, self.params_terms)):
             for pick in (min, max):
-                w = [pick(int(o) for o in a) if i in wd else 0 for i, a in enumerate(allowed)]
+                w = [pick(self.channels_of(i, o) for o in a) if i in wd else 0 for i, a in enumerate(allowed)]
                 total = fixed + self._terms(terms, Architecture([]), w)  # the always-counted terms
                 for i, (t, a) in enumerate(zip(table, allowed)):
                     total += pick(t[o] + sum(c * math.prod(w[s] for s in src) for c, src in terms.get((i, o), ()))
@@ -270,6 +280,8 @@ class CostTable:
             if terms:
                 out[name] = [{"decision": None if k is None else k[0], "option": None if k is None else k[1],
                               "terms": [{"coef": c, "sources": list(s)} for c, s in v]} for k, v in terms.items()]
+        if self.width_channels:
+            out["width_channels"] = {str(i): dict(m) for i, m in self.width_channels.items()}
         return out
 
     @classmethod
@@ -279,17 +291,20 @@ class CostTable:
         Width decisions (:class:`nascore.space.WidthDecision`) cost no extra traces: both traces run
         at the largest widths, and each slim module's fvcore count there fixes the coefficient of
         its width monomial (:mod:`nascore.width`: bilinear in (in, out) channels for a dense conv,
-        linear for a depthwise conv or a BN). A width that sets the next block's input channels is
-        a monomial over two decisions, so such couplings are exact, not approximated.
+        linear for a depthwise conv or a BN; a module running a multiple of its decision's channels
+        has it in the coefficient). A width that sets the next block's input channels is a monomial
+        over two decisions, so such couplings are exact, not approximated.
         """
-        from nascore.width import macs_scale, slim_modules  # width sits beside cost in the values layer
+        from nascore.width import macs_monomial, macs_scale, slim_modules  # width sits beside cost in the values layer
 
         input_shape = tuple(int(v) for v in input_shape)
         net = space.build_supernet().eval()  # a nascore.space.Supernet (cost sits beneath space)
-        widths = {i for i, d in enumerate(space.decisions) if hasattr(d, "max_channels")}
+        width_channels = {i: dict(zip(d.options, d.channels)) for i, d in enumerate(space.decisions)
+                          if hasattr(d, "max_channels")}  # WidthDecisions (space sits above cost)
         # Record each candidate's input by running every option of every decision at once (widths: the largest).
         everything = Architecture([
-            str(d.max_channels) if i in widths else (frozenset(d.options) if len(d.options) > 1 else d.options[0])
+            max(width_channels[i], key=width_channels[i].__getitem__) if i in width_channels
+            else (frozenset(d.options) if len(d.options) > 1 else d.options[0])
             for i, d in enumerate(space.decisions)])
         recorded = record_candidate_inputs(space, net, everything, (1, *input_shape))
         mods, inputs, keys = [], [], []
@@ -300,10 +315,12 @@ class CostTable:
                         mods.append(mod)
                         inputs.append(recorded[id(mod)])
                         keys.append((i, name))
-        runner = _RunAll(mods).eval()
-        with torch.no_grad(), warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            per = _analysis(runner, tuple(inputs)).by_module()
+        per: dict[str, int] = {}
+        if mods:  # (a space of width decisions alone has no candidates)
+            runner = _RunAll(mods).eval()
+            with torch.no_grad(), warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                per = _analysis(runner, tuple(inputs)).by_module()
         macs_t: list[dict[str, int]] = [{o: 0 for o in d.options} for d in space.decisions]
         params_t: list[dict[str, int]] = [{o: 0 for o in d.options} for d in space.decisions]
         macs_terms: dict[Any, list[tuple[int, tuple[int, ...]]]] = {}
@@ -312,13 +329,13 @@ class CostTable:
 
         def add_slim(key: Any, path: str, mod: Any, counted: int) -> tuple[int, int]:
             """Turn one slim module's count at max width into its monomials; returns (macs, params) moved."""
-            scale = math.prod(macs_scale(mod))
-            if counted % scale:
+            term = macs_monomial(mod, counted)
+            if term is None:
                 raise ConfigError([f"cost table of {getattr(space, 'name', space)!r}: fvcore counted {counted} MACs "
-                                   f"for {path}, not a multiple of its widths' product {scale}"],
+                                   f"for {path}, not a multiple of its widths' product {math.prod(macs_scale(mod))}"],
                                   source="the space's width layers")
             if counted:
-                macs_terms.setdefault(key, []).append((counted // scale, tuple(mod.sources())))
+                macs_terms.setdefault(key, []).append(term)
             for coef, src in mod.param_terms():
                 params_terms.setdefault(key, []).append((coef, tuple(src)))
             return counted, count_params(mod)  # what the supernet holds (every width's BN, for per-width BN)
@@ -344,11 +361,11 @@ class CostTable:
                 add_slim(None, path, smod, int(per_net.get(path, 0)))
         partial = cls(input_shape, 0, 0, tuple(macs_t), tuple(params_t),
                       macs_terms={k: tuple(v) for k, v in macs_terms.items()},
-                      params_terms={k: tuple(v) for k, v in params_terms.items()})
+                      params_terms={k: tuple(v) for k, v in params_terms.items()}, width_channels=width_channels)
         fixed_macs = fvcore_macs(child, input_shape) - partial.macs(ref)
         fixed_params = count_params(child) - partial.params(ref)
         return cls(input_shape, fixed_macs, fixed_params, tuple(macs_t), tuple(params_t),
-                   macs_terms=partial.macs_terms, params_terms=partial.params_terms)
+                   macs_terms=partial.macs_terms, params_terms=partial.params_terms, width_channels=width_channels)
 
 
 def check_table(space: Any, archs: Iterable[Architecture], input_shape: Sequence[int] | None = None) -> list[dict]:

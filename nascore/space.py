@@ -72,20 +72,41 @@ class WidthDecision(Decision):
     The supernet builds the layers it sets from :mod:`nascore.width` modules at the largest
     option, naming this decision as their ``in_source``/``out_source``; ``set_active`` sets
     their widths, ``child`` exports plain layers of the chosen widths. Never multi-valued.
+
+    ``channels`` (optional) makes the options *labels* of those channel counts, one each
+    (``WidthDecision("width", ("w25", "w50"), channels=(4, 8))``: PWKD's width multipliers keep
+    their names in architecture strings); without it the options are the counts themselves.
     """
 
+    channels: tuple[int, ...] = attrs.field(default=None, kw_only=True)  # None: the options are the counts
+
     def __attrs_post_init__(self) -> None:
-        object.__setattr__(self, "options", _width_options(self.options))
+        if self.channels is None:
+            object.__setattr__(self, "options", _width_options(self.options))
+            object.__setattr__(self, "channels", tuple(int(o) for o in self.options))
+        else:
+            labels = tuple(str(o) for o in self.options)
+            counts = _width_options(self.channels)  # distinct positive counts
+            if len(labels) != len(counts) or len(set(labels)) != len(labels) or any(not o for o in labels):
+                raise ArchitectureError(f"width decision {self.name!r}: {len(labels)} labels {list(labels)} for "
+                                        f"{len(counts)} channel counts {list(counts)}",
+                                        hint="give one distinct, non-empty option label per channel count")
+            object.__setattr__(self, "options", labels)
+            object.__setattr__(self, "channels", tuple(int(c) for c in counts))
         if self.multi:
             raise ArchitectureError(f"width decision {self.name!r} cannot be multi-valued")
 
     @property
-    def channels(self) -> tuple[int, ...]:
-        return tuple(int(o) for o in self.options)
-
-    @property
     def max_channels(self) -> int:
         return max(self.channels)
+
+    def channels_of(self, option: str) -> int:
+        """The channel count of ``option`` (an error naming the options if it is not one)."""
+        try:
+            return self.channels[self.options.index(option)]
+        except ValueError:
+            raise ArchitectureError(f"width decision {self.name!r} has no option {option!r}",
+                                    hint=f"options are: {', '.join(self.options)}") from None
 
 
 def width_options(base: int, scales: Sequence[float], minimum: int = 1, divisor: int = 1) -> tuple[str, ...]:
@@ -456,7 +477,7 @@ class Supernet(nn.Module):
                 if not isinstance(opt, str):
                     raise ArchitectureError(f"decision {i} ({self.space.decisions[i].name}) is a width: one channel count, "
                                             f"got a set {sorted(opt)}")
-                c = int(opt)
+                c = self.space.decisions[i].channels_of(opt)  # type: ignore[attr-defined]
                 for m in widths[i]:
                     m.set_width(i, c)
                 continue
@@ -504,6 +525,10 @@ class Supernet(nn.Module):
     def candidate_parameters(self) -> list[list[dict[str, tuple[nn.Parameter, ...]]]]:
         """Per decision, per bound choice layer: ``{op: its parameters}``.
 
+        A width decision's entries are its slim modules' per-option parameters (each width's own
+        BN of a :class:`~nascore.width.SwitchableBatchNorm2d`), so they are active only on their
+        width, like an op decision's candidates.
+
         Built once per supernet (its modules never change after construction; weights are loaded in
         place), because walking the module tree every training step costs milliseconds on a
         20-layer supernet. Kept outside the module so that children do not copy it.
@@ -514,6 +539,8 @@ class Supernet(nn.Module):
                 [{op: tuple(mod.parameters()) for op, mod in layer.candidates.items()} for layer in self.choice_layers(i)]
                 for i in range(len(self._bindings))
             ]
+            for i, mods in self._width_modules().items():
+                cached[i].extend(per for per in (m.option_parameters() for m in mods) if per)
             _CANDIDATE_PARAMS[self] = cached
         return cached
 

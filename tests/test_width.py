@@ -273,3 +273,87 @@ def test_largest_arch_takes_the_most_channels_and_the_costliest_ops():
     big = largest_arch(space, table)
     assert big.ops[0] == "8" and big.ops[2] == "8" and big.ops[4] == "12"
     assert table.macs(big) == max(table.macs(a) for a in space.enumerate())
+
+
+# -- labelled options, width multiples and per-width BN as the decision's own parameters -----------
+class LabelledSpace(SearchSpace):
+    """stem (k) → op block (stride 2, 2k: ``out_scale=2``) → pool → linear(2k → 4); options ``a/b/c``
+    label k = 2/3/5 (as PWKD's ``w25``… label its widths); the stem's BN is one BN per width."""
+
+    name = "labelled"
+
+    def __init__(self) -> None:
+        super().__init__([WidthDecision("w", ("a", "b", "c"), channels=(2, 3, 5)), Decision("op", ("c3", "c5"))],
+                         input_shape=(2, 10, 10), num_classes=4)
+
+    def build_supernet(self) -> Supernet:
+        return LabelledNet(self)
+
+
+class LabelledNet(Supernet):
+    def __init__(self, space: LabelledSpace) -> None:
+        super().__init__(space)
+        d = space.decisions[0]
+        self.stem = SlimConv2d(2, 5, 3, 1, 1, out_source=0)
+        self.stem_bn = SwitchableBatchNorm2d(d.channels, labels=d.options, source=0, affine=True)
+        self.block = ChoiceLayer({o: nn.Sequential(
+            SlimConv2d(5, 10, k, 2, k // 2, in_source=0, out_source=0, out_scale=2, bias=True),
+            SlimBatchNorm2d(10, source=0, scale=2),
+            SlimConv2d(10, 10, 3, 1, 1, depthwise=True, in_source=0, in_scale=2),
+            SwitchableBatchNorm2d(d.channels, labels=d.options, source=0, scale=2)) for o, k in (("c3", 3), ("c5", 5))})
+        self.fc = SlimLinear(10, 4, in_source=0, in_scale=2)
+        self.bind(1, "block")
+
+    def forward_path(self, x: torch.Tensor) -> torch.Tensor:
+        x = torch.relu(self.block(torch.relu(self.stem_bn(self.stem(x)))))
+        return self.fc(x.mean((2, 3)))
+
+
+def test_labelled_options_and_width_multiples_are_exact():
+    space = LabelledSpace()
+    assert space.decisions[0].channels == (2, 3, 5) and space.parse("b-c5").ops == ("b", "c5")
+    rows = check_table(space, list(space.enumerate()))
+    assert len(rows) == 6 and all(r["ok"] for r in rows), rows
+    assert len({r["fvcore_macs"] for r in rows}) == 6
+    torch.manual_seed(0)
+    net = space.build_supernet()
+    _randomize_bn(net)
+    net.eval()
+    x = torch.randn(3, *space.input_shape)
+    arch = space.parse("b-c5")
+    child = net.child(arch).eval()
+    conv = child.block.candidates["c5"][0]
+    assert isinstance(conv, nn.Conv2d) and (conv.in_channels, conv.out_channels) == (3, 6)  # k in, 2k out
+    assert child.fc.in_features == 6 and child.block.candidates["c5"][3].num_features == 6
+    net.set_active(arch)
+    torch.testing.assert_close(child(x), net(x), rtol=0, atol=1e-6)
+    with pytest.raises(ArchitectureError, match="no option '3'"):
+        space.decisions[0].channels_of("3")
+    with pytest.raises(ArchitectureError, match="labels"):
+        WidthDecision("w", ("a", "b"), channels=(2, 3, 5))
+    with pytest.raises(NascoreError, match="width 12 is outside 1..10"):
+        SlimConv2d(5, 10, 3, out_source=0, out_scale=2).set_width(0, 6)
+    with pytest.raises(NascoreError, match="positive integer"):
+        SlimBatchNorm2d(4, source=0, scale=0)
+
+
+def test_per_width_bn_is_active_only_on_its_own_width():
+    """A width's active parameters hold its own BN of every switchable layer and no other width's, and
+    grad clearing (``inactive_parameters``) takes the other widths' BNs — also inside the chosen op."""
+    space = LabelledSpace()
+    net = space.build_supernet()
+    for arch in space.enumerate():
+        w, op = arch.ops
+        active = {n for n, _ in net.active_parameters(arch)}
+        inactive = {id(p) for p in net.inactive_parameters(arch)}
+        for name, p in net.named_parameters():
+            own_op = not name.startswith("block.") or name.startswith(f"block.candidates.{op}.")
+            own_width = ".bns." not in name or f".bns.{w}." in name
+            assert (name in active) == (own_op and own_width) == (id(p) not in inactive), (arch, name)
+    spos = spos_channel("per_width", affine=True)
+    snet = spos.build_supernet()
+    arch = spos.sample(random.Random(3))
+    active = {n for n, _ in snet.active_parameters(arch)}
+    sbn = [n for n in active if ".bns." in n]
+    mid = {f".bns.{o}." for o, d in zip(arch.ops, spos.decisions) if isinstance(d, WidthDecision)}
+    assert sbn and all(any(m in n for m in mid) for n in sbn)

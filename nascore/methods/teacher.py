@@ -217,7 +217,7 @@ def largest_arch(space: Any, table: Any) -> Architecture:
     Width decisions take their most channels; an op's MACs then include its width terms at those widths.
     """
     wd = table.width_decisions() if hasattr(table, "width_decisions") else set()
-    w = [max(int(o) for o in a) if i in wd else 0 for i, a in enumerate(space.allowed)]
+    w = [max(table.channels_of(i, o) for o in a) if i in wd else 0 for i, a in enumerate(space.allowed)]
 
     def cost(i: int, o: str) -> tuple[int, int]:
         extra = []
@@ -227,7 +227,8 @@ def largest_arch(space: Any, table: Any) -> Architecture:
 
     ops = []
     for i, allowed in enumerate(space.allowed):
-        ops.append(str(w[i]) if i in wd else max(allowed, key=lambda o: cost(i, o)))
+        ops.append(max(allowed, key=lambda o: table.channels_of(i, o)) if i in wd
+                   else max(allowed, key=lambda o: cost(i, o)))
     return Architecture(ops)
 
 
