@@ -169,7 +169,7 @@ def execute(ctx: "RunContext", *, report: bool = True) -> Run:
     try:
         run_pipeline(ctx)
     finally:
-        ctx.log.close()
+        ctx.close()
     results: dict[str, Any] = {}
     if ctx.run_dir is not None and ctx.dist.is_main:
         if report:
@@ -248,7 +248,7 @@ def export(run_dir: str | Path, rank: int = 0, format: str = "torchscript", **op
     try:
         return export_one(ctx, rank, ["json"] + ([format] if format != "json" else []), **options)
     finally:
-        ctx.log.close()
+        ctx.close()
 
 
 # -- spaces outside a run --------------------------------------------------------------------------

@@ -161,7 +161,7 @@ def _finished_earlier(ctx: Any) -> None:
 
 def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: argparse.Namespace) -> int:
     if ctx.run_dir is not None and (ctx.state.get("completed") and not _pending_stages(ctx)):
-        ctx.log.close()
+        ctx.close()
         if ctx.dist.is_main:
             _finished_earlier(ctx)
         return 0
@@ -171,7 +171,7 @@ def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: ar
         print(f"\ninterrupted; continue with: nascore resume {ctx.run_dir}", file=sys.stderr)
         return 130
     finally:
-        ctx.log.close()
+        ctx.close()
     report = None
     if ctx.dist.is_main and ctx.run_dir is not None:
         from nascore.report import write_report
@@ -194,12 +194,15 @@ def cmd_export(args: argparse.Namespace) -> int:
     from nascore import api
 
     ctx = api.resume_context(Path(args.run_dir), export_only=True)
-    formats, bake = _export_defaults(ctx)  # what the run's own export stage writes
-    if args.format:
-        formats = ["json", *args.format]
-    if args.bake_normalization is not None:
-        bake = args.bake_normalization
-    folder = export_one(ctx, args.arch, formats, bake_normalization=bake)
+    try:
+        formats, bake = _export_defaults(ctx)  # what the run's own export stage writes
+        if args.format:
+            formats = ["json", *args.format]
+        if args.bake_normalization is not None:
+            bake = args.bake_normalization
+        folder = export_one(ctx, args.arch, formats, bake_normalization=bake)
+    finally:
+        ctx.close()  # the folder is free again for a resume
     meta = json.loads((folder / "arch.json").read_text())
     print(f"exported #{args.arch} {meta['arch']} ({meta['weights']}) to {folder}: {', '.join(meta['files'])}")
     for k, v in meta.get("checks", {}).items():

@@ -80,7 +80,7 @@ def run_config(
     try:
         run_pipeline(ctx)
     finally:
-        ctx.log.close()
+        ctx.close()
     return ctx
 
 
@@ -295,7 +295,7 @@ def _kill_and_resume(reg: Registry, role: str, name: str, wrap: Callable[[Any, A
     try:
         run_pipeline(ctx)
     finally:
-        ctx.log.close()
+        ctx.close()
     return ctx
 
 
@@ -319,7 +319,7 @@ def check_selector(name: str, run_dir: Path, *, options: Mapping[str, Any] | Non
             rng = random.Random(seed)
             macs = sorted(probe.cost.macs(probe.space.sample(rng)) for _ in range(64))
         finally:
-            probe.log.close()
+            probe.close()
         constraint = {"macs_max": macs[len(macs) // 2]}
     cfg["constraint"] = dict(constraint)
     run_dir = Path(run_dir)

@@ -368,6 +368,33 @@ def test_resume_removes_temp_files_of_killed_writes(finished, tmp_path, capsys):
     assert not any(p.exists() for p in left) and "left by a killed write" in err
 
 
+def test_a_folder_in_use_by_another_process_is_refused_until_that_process_dies(finished, tmp_path, capsys):
+    """Two processes writing one folder would replace each other's checkpoints (and a resume deletes
+    the other's live temp files): while one holds the folder, resume, export and run --overwrite
+    refuse, naming its pid, and change nothing; once it is killed (no clean-up), the OS lock is gone."""
+    run = _copy(finished, tmp_path)
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from pathlib import Path; from nascore.pipeline.runfolder import "
+         "lock_run_dir; held = lock_run_dir(Path(sys.argv[1])); print('held', flush=True); time.sleep(120)", str(run)],
+        stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        before = _snapshot(run)
+        cfg = str(run / "config.yaml")
+        for args in (["resume", str(run)], ["export", str(run)], ["run", cfg, "--out", str(run), "--overwrite"]):
+            rc, _, err = _cli(capsys, *args)
+            assert rc == 2 and f"in use by another nascore process (pid {holder.pid})" in err, (args, err)
+            assert "Traceback" not in err
+        assert _snapshot(run) == before
+    finally:
+        holder.kill()
+        holder.wait()
+    rc, _, err = _cli(capsys, "resume", str(run), "--quiet")
+    assert rc == 0, err
+    rc, _, err = _cli(capsys, "export", str(run))  # the resume's context released the folder
+    assert rc == 0, err
+
+
 def test_every_file_gets_ordinary_permissions(finished):
     want = 0o666 & ~io._UMASK
     files = [p for p in finished.rglob("*") if p.is_file()]

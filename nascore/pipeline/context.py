@@ -104,6 +104,7 @@ class RunContext:
         self._pending_weights: Path | None = None
         self._initial_weights: dict[str, torch.Tensor] | None = None
         self._saved_digest: tuple[Any, ...] | None = None  # (weights digest, file size, mtime) of the last save_supernet
+        self.run_lock: Any = None  # the run folder's write lock (runfolder.lock_run_dir), held until close()
         bounds = cfg.constraint.model_dump()
         self.latency_table_path: str | None = bounds.pop("latency_table", None)
         self.constraint = ResourceConstraint(**bounds)
@@ -123,6 +124,13 @@ class RunContext:
             tensorboard=tensorboard.resolve(cfg.tensorboard) and self.dist.is_main,
             config_text=(run_dir / "config.yaml").read_text() if run_dir and (run_dir / "config.yaml").exists() else None,
         )
+
+    def close(self) -> None:
+        """Close the log and release the run folder (another process may then resume or export it)."""
+        self.log.close()
+        if self.run_lock is not None:
+            self.run_lock.release()
+            self.run_lock = None
 
     def attach_run_dir(self, run_dir: Path) -> None:
         """Give a context built before its run folder existed (checks first, then writes) that folder."""

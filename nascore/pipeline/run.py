@@ -89,17 +89,21 @@ def open_run(
     preflight(ctx)
     if new and DistInfo().is_main:
         # ``overwrite``: everything of the previous run is deleted first, so nothing of it leaks into this one
-        runfolder.prepare_run_dir(run_dir, resolved_dict(cfg, options), overwrite=overwrite)
-    if new:
-        ctx.attach_run_dir(run_dir)
-    if run_dir is not None:
-        if resume:
-            ctx.restore()
-        elif ctx.dist.is_main:
-            runfolder.write_splits(run_dir, cfg.seed, ctx.data.splits)
-            if smoke:
-                ctx.state["smoke"] = True
-                ctx.write_state()  # now: a smoke run killed in its first stage must resume as a smoke run
+        ctx.run_lock = runfolder.prepare_run_dir(run_dir, resolved_dict(cfg, options), overwrite=overwrite)
+    try:
+        if new:
+            ctx.attach_run_dir(run_dir)
+        if run_dir is not None:
+            if resume:
+                ctx.restore()
+            elif ctx.dist.is_main:
+                runfolder.write_splits(run_dir, cfg.seed, ctx.data.splits)
+                if smoke:
+                    ctx.state["smoke"] = True
+                    ctx.write_state()  # now: a smoke run killed in its first stage must resume as a smoke run
+    except BaseException:
+        ctx.close()
+        raise
     return ctx
 
 
@@ -114,12 +118,18 @@ def resume_run(run_dir: Path, *, quiet: bool = False, registry: Registry | None 
     event files are written, since nothing is trained.
     """
     data = runfolder.load_run_config(run_dir)
-    runfolder.open_for_resume(run_dir)
-    smoke = runfolder.was_smoke(run_dir)  # reads (and validates) state.json before anything is built
-    if export_only:
-        data = {**data, "tensorboard": False}
-    ctx = open_run(data, run_dir=run_dir, registry=registry, quiet=quiet, resume=True, smoke=smoke,
-                   source=str(run_dir / "config.yaml"))
+    lock = runfolder.open_for_resume(run_dir) if DistInfo().is_main else None
+    try:
+        smoke = runfolder.was_smoke(run_dir)  # reads (and validates) state.json before anything is built
+        if export_only:
+            data = {**data, "tensorboard": False}
+        ctx = open_run(data, run_dir=run_dir, registry=registry, quiet=quiet, resume=True, smoke=smoke,
+                       source=str(run_dir / "config.yaml"))
+    except BaseException:
+        if lock is not None:
+            lock.release()
+        raise
+    ctx.run_lock = lock
     if ctx.dist.is_main and ctx.state.get("completed"):
         try:
             runfolder.read_results(run_dir)

@@ -43,6 +43,8 @@ STATE_VERSION = 1
 
 RUN_FILES = ("config.yaml", "state.json", "results.json", "metrics.jsonl", "splits.json", "report.html")
 RUN_FOLDERS = ("checkpoints", "export", "retrain", "plots")
+LOCK_FILE = ".nascore.lock"
+"""Held (an OS file lock) by the one process writing the folder: a run, its resume or ``nascore export``."""
 
 
 # -- what the JSON files hold (validated on every read) ------------------------------------------
@@ -200,19 +202,13 @@ def check_free(run_dir: Path, overwrite: bool = False) -> None:
         )
 
 
-def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool = False) -> None:
-    """Create the run folder and write the resolved config; refuse to clobber another run.
+def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool = False) -> Any:
+    """Create the run folder, take its lock and write the resolved config; refuse to clobber another run.
 
     ``overwrite`` deletes everything the previous run left first, so nothing of it leaks into this one.
+    Returns the folder's lock (:func:`lock_run_dir`), held until the run's context is closed.
     """
     check_free(run_dir, overwrite)
-    if overwrite:
-        clear_previous_run(run_dir)
-    elif run_dir.is_dir():  # a run that failed before its first stage: what it left is nothing of value
-        for f in run_dir.glob("events.out.tfevents.*"):
-            f.unlink(missing_ok=True)
-        (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # empty (else check_free refused)
-        clean_temp_files(run_dir)
     try:
         run_dir.mkdir(parents=True, exist_ok=True)
         probe = run_dir / ".write-test"
@@ -220,7 +216,21 @@ def prepare_run_dir(run_dir: Path, resolved: dict[str, Any], overwrite: bool = F
         probe.unlink()
     except OSError as e:
         raise NascoreError(f"cannot write to run folder {run_dir}: {e.strerror}", hint="choose a writable --out folder") from None
-    write_yaml_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    lock = lock_run_dir(run_dir)
+    try:
+        check_free(run_dir, overwrite)  # again under the lock: another process may have started a run here meanwhile
+        if overwrite:
+            clear_previous_run(run_dir)
+        else:  # a run that failed before its first stage: what it left is nothing of value
+            for f in run_dir.glob("events.out.tfevents.*"):
+                f.unlink(missing_ok=True)
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)  # empty (else check_free refused)
+            clean_temp_files(run_dir)
+        write_yaml_text(run_dir / "config.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    except BaseException:
+        lock.release()
+        raise
+    return lock
 
 
 def clear_previous_run(run_dir: Path) -> None:
@@ -239,8 +249,44 @@ def clear_previous_run(run_dir: Path) -> None:
     clean_temp_files(run_dir)
 
 
-def open_for_resume(run_dir: Path) -> None:
-    """Before a resume writes: the folder must be writable; temp files of killed writes are removed."""
+def _note_pid(fd: int) -> None:
+    """Write the holder's pid into the lock file, for the refusal message of the next process."""
+    import os
+
+    os.ftruncate(fd, 0)
+    os.write(fd, f"{os.getpid()}\n".encode())
+
+
+def lock_run_dir(run_dir: Path) -> Any:
+    """Take the folder's write lock, or refuse: two processes writing one run folder would each
+    replace the other's checkpoints, and a resume removes the temp files of writes it believes were
+    killed. The lock is the OS's (``filelock``: flock where the filesystem has it), so a killed run
+    releases it by itself; a second open in the same process is re-entrant. Release with ``.release()``.
+    """
+    from filelock import FileLock, Timeout
+
+    lock = FileLock(run_dir / LOCK_FILE, timeout=0, is_singleton=True, on_acquired=_note_pid)
+    try:
+        lock.acquire()
+    except Timeout:
+        try:
+            pid = (run_dir / LOCK_FILE).read_text().strip()
+        except OSError:
+            pid = ""
+        who = f" (pid {pid})" if pid.isdigit() else ""
+        raise NascoreError(
+            f"{run_dir} is in use by another nascore process{who}: a run, resume or export is writing it; nothing was written",
+            hint="wait for it to finish, or stop it (a stopped run releases the folder) and `nascore resume` it",
+        ) from None
+    except OSError as e:
+        raise NascoreError(f"cannot lock run folder {run_dir}: {e.strerror or e}",
+                           hint="nascore needs a writable local folder; choose another --out") from None
+    return lock
+
+
+def open_for_resume(run_dir: Path) -> Any:
+    """Before a resume writes: the folder must be writable and free (its lock is taken and returned);
+    temp files of killed writes are removed (safe only under the lock: no other process is writing)."""
     probe = run_dir / ".write-test"
     try:
         probe.write_bytes(b"ok")
@@ -248,8 +294,10 @@ def open_for_resume(run_dir: Path) -> None:
     except OSError as e:
         raise NascoreError(f"cannot write to run folder {run_dir}: {e.strerror or e}",
                            hint="resume needs a writable folder; copy the run folder somewhere writable") from None
+    lock = lock_run_dir(run_dir)
     for p in clean_temp_files(run_dir):
         print(f"nascore: removed {p} (left by a killed write)", file=sys.stderr)
+    return lock
 
 
 def load_run_config(run_dir: Path) -> dict[str, Any]:
