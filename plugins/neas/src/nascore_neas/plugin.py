@@ -52,5 +52,8 @@ def register_selectors(register: Any) -> None:
 
 @hookimpl
 def register_recipes(register: Any) -> None:
+    register("neas-imagenet", str(RECIPES / "neas-imagenet.yaml"),
+             summary="NEAS at paper scale: K=2 ensembles over NEAS's MBConv space at 224, <= 472M (NEAS-M); "
+                     "supernet schedule Cream's (NEAS released none)")
     register("neas", str(RECIPES / "neas.yaml"),
              summary="NEAS on mnist5k: K-path supernet + diversity shrinking (loop) -> ensemble evolution -> export -> retrain")
