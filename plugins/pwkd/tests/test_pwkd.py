@@ -46,11 +46,57 @@ def test_pwkd_slimmable_children_are_narrow_and_exact() -> None:
         child = net.child(a).eval()
         assert torch.allclose(child(x), net(x), atol=1e-5)
         sizes.append(sum(p.numel() for p in child.parameters()))
-        bns = {n for n, _ in net.active_parameters(a) if n.startswith("widths.")}
-        assert bns and all(n.startswith(f"widths.candidates.{a.ops[0]}.") for n in bns)
+        # per-width BN: a width's active parameters are the shared convs plus that width's own BNs
+        bns = {n for n, _ in net.active_parameters(a) if n.startswith("norms.")}
+        assert bns and all(f".bns.{a.ops[0]}." in n for n in bns)
+        assert len(bns) == 2 * len(net.norms)  # every layer's BN of that width (weight and bias)
+        inactive = {id(p) for p in net.inactive_parameters(a)}
+        assert {n for n, p in net.named_parameters() if id(p) in inactive} == {
+            n for n, _ in net.named_parameters() if n.startswith("norms.") and f".bns.{a.ops[0]}." not in n}
     assert sizes == sorted(sizes) and sizes[0] < sizes[-1] / 8
     rows = check_table(space, list(space.enumerate()), (1, 16, 16))
     assert all(r["ok"] for r in rows), rows  # MACs/params of each width exact with fvcore
+
+
+def test_pwkd_supernets_and_children_saved_with_the_old_keys_still_load() -> None:
+    """Before the space moved onto nascore.width its BNs were ``widths.candidates.<w>.<i>.*`` and its convs
+    ``stem.conv.weight``: such a state dict (supernet or child) loads strictly and computes the same."""
+    import re
+
+    from nascore_pwkd.space import SlimmableChainSpace
+
+    space = SlimmableChainSpace(width=8, input_shape=(1, 16, 16))
+    torch.manual_seed(0)
+    net = space.build_supernet()
+    x = torch.randn(4, 1, 16, 16)
+    net.train()
+    for a in space.enumerate():
+        net.set_active(a)
+        net(x)
+    net.eval()
+
+    def old_keys(sd: dict, child_of: str | None = None) -> dict:
+        out = {}
+        for k, v in sd.items():
+            k = re.sub(r"^(stem|down|layers\.\d+)\.(weight)$", r"\1.conv.\2", k)
+            k = re.sub(r"^norms\.(\d+)\.bns\.([^.]+)\.", r"widths.candidates.\2.\1.", k)
+            if child_of is not None:
+                k = re.sub(r"^norms\.(\d+)\.", rf"widths.candidates.{child_of}.\1.", k)
+            out[k] = v
+        return out
+
+    old = old_keys(net.state_dict())
+    assert "stem.conv.weight" in old and "widths.candidates.w25.0.running_mean" in old
+    fresh = space.build_supernet().eval()
+    fresh.load_state_dict(old)
+    for a in space.enumerate():
+        net.set_active(a)
+        fresh.set_active(a)
+        assert torch.equal(fresh(x), net(x))
+        child = net.child(a).eval()
+        other = space.build_supernet().child(a).eval()
+        other.load_state_dict(old_keys(child.state_dict(), child_of="w100"))  # old children: one BN set
+        assert torch.equal(other(x), child(x))
 
 
 def test_pwkd_teacher_accuracy_rises_with_width() -> None:
@@ -213,3 +259,21 @@ def test_pwkd_kd_teacher_from_export_and_run_folders(tmp_path) -> None:
     ])
     ctx2 = run_config(cfg, tmp_path / "s", plugins=[pwkd_plugin], smoke=True)
     assert ctx2.state["retrain"]
+
+
+def test_pwkd_fresh_child_starts_as_a_narrow_network_built_from_scratch() -> None:
+    """``child(arch, inherit=False)`` draws its weights as the narrow network's own constructor would after
+    the same seed (stem first), whatever the supernet holds: a seed gives a retrained student the same start."""
+    from nascore_pwkd.space import SlimmableChainSpace
+
+    space = SlimmableChainSpace(width=8, input_shape=(1, 16, 16))
+    net = space.build_supernet()
+    a = Architecture(["w50"])
+    torch.manual_seed(3)
+    fresh = net.child(a, inherit=False)
+    torch.manual_seed(3)
+    stem = torch.nn.Conv2d(1, 4, 3, 2, 1, bias=False)
+    assert torch.equal(fresh.stem.weight, stem.weight)
+    assert not torch.equal(fresh.stem.weight, net.stem.weight[:4])
+    assert all(torch.equal(p, torch.ones_like(p)) for n, p in fresh.named_parameters()
+               if n.startswith("norms.") and n.endswith("weight"))  # BNs reset

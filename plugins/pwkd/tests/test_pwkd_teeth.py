@@ -100,5 +100,5 @@ def test_slimmable_teacher_loss_is_the_sum_over_every_width_each_with_its_own_bn
     before = {n: p.detach().clone() for n, p in net.named_parameters()}
     tr.train_step(ctx, x, y, total=10)
     for w in WIDTHS:
-        own = [n for n in before if n.startswith(f"widths.candidates.{w}.")]
+        own = [n for n in before if n.startswith("norms.") and f".bns.{w}." in n]  # width w's own BN set
         assert own and any(not torch.equal(before[n], dict(net.named_parameters())[n]) for n in own), w

@@ -6,20 +6,27 @@ is a sub-network of the same depth: a 3×3 stem conv (stride 2), ``layers`` 3×3
 with a stride-2 conv doubling the channels half-way, global pooling and a linear classifier — the
 ``tiny_chain`` shape. Sub-network ``w`` uses the *first* ``round(w·C)`` channels of every layer, so
 all widths share one set of weights (Yu et al., "Slimmable Neural Networks"), while each width keeps
-its own BatchNorm layers (the statistics of a channel differ with the width around it). The
-per-width BNs are the candidates of the decision, so ``active_parameters`` of a width are the
-shared convolutions plus that width's BNs.
+its own BatchNorm layers (the statistics of a channel differ with the width around it).
 
-``child(arch)`` is a genuinely narrow standalone network (plain convs holding the sliced weights),
-so its MACs and parameters — counted by fvcore — are the width's own. The cost table therefore has
-one exact entry per width (the space overrides :meth:`cost_table`; a single decision is additive
-by construction).
+It is built on the core's width decisions (:mod:`nascore.width`): the decision is a
+:class:`~nascore.space.WidthDecision` whose options ``w25``… label the first half's channels ``k``;
+the layers after the downsampling run ``2k`` (``in_scale``/``out_scale``/``scale`` 2). Each BN is a
+:class:`~nascore.width.SwitchableBatchNorm2d` (one BN per width, ``norms.<i>.bns.<w>``), whose BNs
+are the decision's per-option parameters: ``active_parameters`` of a width are the shared
+convolutions plus that width's BNs, and grad clearing clears the other widths' BNs.
+
+``child(arch)`` is the core's: a genuinely narrow standalone network (plain convs holding the sliced
+weights, that width's BNs), so its MACs and parameters — counted by fvcore — are the width's own;
+the core's cost table (one exact width monomial per layer) agrees with fvcore on every width. A
+fresh child (``inherit=False``, a retrain from scratch) draws its weights as a narrow network built
+from scratch does. Supernets and children saved with the keys of the space's own slicing code
+(``widths.candidates.<w>.<i>.*``, ``stem.conv.weight``) still load: the old keys are renamed on load.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
-from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +34,9 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from torch import nn
 
 from nascore.arch import Architecture
-from nascore.errors import ArchitectureError
-from nascore.space import ChoiceLayer, Decision, SearchSpace, Supernet
+from nascore.errors import ArchitectureError, NascoreError
+from nascore.space import SearchSpace, Supernet, WidthDecision
+from nascore.width import SlimConv2d, SlimLinear, SwitchableBatchNorm2d
 
 
 class SlimmableChainConfig(BaseModel):
@@ -60,25 +68,6 @@ def channels(w: float, c: int) -> int:
     return max(1, int(round(w * c)))
 
 
-class SlimConv(nn.Module):
-    """A conv whose forward uses the first ``cout`` filters over the input's channels."""
-
-    def __init__(self, cin: int, cout: int, k: int = 3, stride: int = 1) -> None:
-        super().__init__()
-        self.conv = nn.Conv2d(cin, cout, k, stride, k // 2, bias=False)
-
-    def forward(self, x: torch.Tensor, cout: int) -> torch.Tensor:
-        c = self.conv
-        return F.conv2d(x, c.weight[:cout, : x.shape[1]], None, c.stride, c.padding)
-
-
-class SlimLinear(nn.Linear):
-    """A linear layer reading only the first ``x.shape[1]`` input features."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return F.linear(x, self.weight[:, : x.shape[1]], self.bias)
-
-
 class SlimmableChainSpace(SearchSpace):
     name = "slimmable_chain"
 
@@ -87,7 +76,12 @@ class SlimmableChainSpace(SearchSpace):
         self.widths = tuple(float(w) for w in widths)
         self.width = int(width)
         self.layers = int(layers)
-        super().__init__([Decision("width", tuple(width_label(w) for w in self.widths))],
+        labels = tuple(width_label(w) for w in self.widths)
+        counts = [channels(w, self.width) for w in self.widths]
+        if len(set(counts)) != len(counts):
+            raise NascoreError(f"slimmable_chain: widths {list(self.widths)} of width {self.width} round to the "
+                               f"channel counts {counts}, which repeat", hint="raise `width` or drop a width")
+        super().__init__([WidthDecision("width", labels, channels=tuple(counts))],
                          input_shape=input_shape, num_classes=num_classes)
 
     def multiplier(self, arch: Architecture) -> float:
@@ -103,81 +97,70 @@ class SlimmableChainSpace(SearchSpace):
     def build_supernet(self) -> "SlimmableChainSupernet":
         return SlimmableChainSupernet(self)
 
-    def cost_table(self, input_shape: Sequence[int] | None = None) -> Any:
-        """Exact per-width MACs/params of the narrow children (one fvcore trace for all widths)."""
-        from nascore.cost import CostTable, count_params, fvcore_macs_many
 
-        shape = tuple(int(v) for v in (input_shape or self.input_shape))
-        key = (shape,)
-        if key not in self._cost_tables:
-            net = self.build_supernet()
-            archs = [Architecture([o]) for o in self.decisions[0].options]
-            children = [net.child(a) for a in archs]
-            macs = fvcore_macs_many(children, shape)
-            table_m = {a.ops[0]: m for a, m in zip(archs, macs)}
-            table_p = {a.ops[0]: count_params(c) for a, c in zip(archs, children)}
-            self._cost_tables[key] = CostTable(shape, 0, 0, (table_m,), (table_p,))
-        return self._cost_tables[key]
+_OLD_BN = re.compile(r"widths\.candidates\.([^.]+)\.(\d+)\.(.+)")
+_OLD_CONV = re.compile(r"(stem|down|layers\.\d+)\.conv\.(.+)")
+
+
+def _rename_old_keys(module: nn.Module, state_dict: dict, prefix: str, *args: object) -> None:
+    """Load supernets and children saved before ``slimmable_chain`` moved onto :mod:`nascore.width`: their
+    BNs were ``widths.candidates.<w>.<i>.*`` (now ``norms.<i>.bns.<w>.*``; a child's ``norms.<i>.*``), their
+    convs ``stem.conv.*`` (now ``stem.*``)."""
+    child = getattr(module, "is_child", False)
+    for key in [k for k in state_dict if k.startswith(prefix)]:
+        rest = key[len(prefix):]
+        if m := _OLD_BN.fullmatch(rest):
+            new = f"norms.{m[2]}.{m[3]}" if child else f"norms.{m[2]}.bns.{m[1]}.{m[3]}"
+            state_dict[prefix + new] = state_dict.pop(key)
+        elif m := _OLD_CONV.fullmatch(rest):
+            state_dict[f"{prefix}{m[1]}.{m[2]}"] = state_dict.pop(key)
 
 
 class SlimmableChainSupernet(Supernet):
-    """Shared convs sliced per width, one BN set per width (the decision's candidates)."""
+    """Shared slim convs (the first ``k`` / ``2k`` channels run), one BN per width per layer."""
 
     def __init__(self, space: SlimmableChainSpace) -> None:
         super().__init__(space)
-        c, n = space.width, space.layers
+        decision: WidthDecision = space.decisions[0]  # type: ignore[assignment]
+        c, n = decision.max_channels, space.layers
         self.half = n // 2
         cin = space.input_shape[0]
-        self.stem = SlimConv(cin, c, 3, 2)
-        self.layers = nn.ModuleList(SlimConv(c if i < self.half else 2 * c, c if i < self.half else 2 * c)
-                                    for i in range(n))
-        self.down = SlimConv(c, 2 * c, 3, 2)
-        self.classifier = SlimLinear(2 * c, space.num_classes)
-        bns = {}
-        for label, w in zip(space.decisions[0].options, space.widths):
-            k = channels(w, c)
-            # order: stem, layers..., down
-            bns[label] = nn.ModuleList([nn.BatchNorm2d(k)] + [nn.BatchNorm2d(k if i < self.half else 2 * k)
-                                                              for i in range(n)] + [nn.BatchNorm2d(2 * k)])
-        self.widths = ChoiceLayer(bns)
-        self.bind(0, "widths")
-        self._channels = {label: channels(w, c) for label, w in zip(space.decisions[0].options, space.widths)}
+
+        def scale(i: int) -> int:  # layer i runs k channels before the downsampling, 2k after
+            return 1 if i < self.half else 2
+
+        self.stem = SlimConv2d(cin, c, 3, 2, 1, out_source=0)
+        self.layers = nn.ModuleList(SlimConv2d(scale(i) * c, scale(i) * c, 3, 1, 1, in_source=0, out_source=0,
+                                               in_scale=scale(i), out_scale=scale(i)) for i in range(n))
+        self.down = SlimConv2d(c, 2 * c, 3, 2, 1, in_source=0, out_source=0, out_scale=2)
+        self.classifier = SlimLinear(2 * c, space.num_classes, in_source=0, in_scale=2)
+
+        def bn(s: int) -> SwitchableBatchNorm2d:
+            return SwitchableBatchNorm2d(decision.channels, labels=decision.options, source=0, scale=s)
+
+        # order: stem, layers..., down
+        self.norms = nn.ModuleList([bn(1)] + [bn(scale(i)) for i in range(n)] + [bn(2)])
+        self.register_load_state_dict_pre_hook(_rename_old_keys)
 
     def classifier_module(self) -> nn.Module:
         return self.classifier
 
+    def child(self, arch: Architecture, inherit: bool = True) -> nn.Module:
+        """The core's plain narrow child; a fresh one (``inherit=False``) draws its weights as a narrow
+        network built from scratch does (stem, layers, down, classifier), not after the throwaway
+        draws of building the plain layers, so a seed gives the student the same start as ever."""
+        if inherit:
+            return super().child(arch)
+        with torch.random.fork_rng(devices=[]):
+            child = super().child(arch)
+        Supernet.reset_parameters(child)
+        return child
+
     def forward_path(self, x: torch.Tensor) -> torch.Tensor:
-        label = self.widths.active
-        if not isinstance(label, str):
-            raise ArchitectureError("slimmable_chain runs one width at a time, not a set of widths")
-        k = self._channels[label]
-        bns = self.widths.candidates[label]
-        h = F.relu(bns[0](self.stem(x, k)))
+        norms = self.norms
+        h = F.relu(norms[0](self.stem(x)))
         for i, conv in enumerate(self.layers):
             if i == self.half:
-                h = F.relu(bns[-1](self.down(h, 2 * k)))
-            h = F.relu(bns[i + 1](conv(h, k if i < self.half else 2 * k)))
+                h = F.relu(norms[-1](self.down(h)))
+            h = F.relu(norms[i + 1](conv(h)))
         return self.classifier(h.mean((2, 3)))
-
-    def child(self, arch: Architecture, inherit: bool = True) -> nn.Module:
-        """A narrow standalone network of width ``arch`` (sliced weights, that width's BNs)."""
-        space: SlimmableChainSpace = self.space  # type: ignore[assignment]
-        space.check(arch)
-        label = arch.ops[0]
-        k = self._channels[label]
-        narrow_space = SlimmableChainSpace(widths=(1.0,), width=k, layers=space.layers,
-                                           input_shape=space.input_shape, num_classes=space.num_classes)
-        child = SlimmableChainSupernet(narrow_space).to(self.classifier.weight.device)
-        if inherit:
-            with torch.no_grad():
-                for dst, src in zip([child.stem, *child.layers, child.down], [self.stem, *self.layers, self.down]):
-                    w = dst.conv.weight
-                    dst.conv.weight.copy_(src.conv.weight[: w.shape[0], : w.shape[1]])
-                child.classifier.weight.copy_(self.classifier.weight[:, : child.classifier.weight.shape[1]])
-                child.classifier.bias.copy_(self.classifier.bias)
-                child.widths.candidates[width_label(1.0)].load_state_dict(self.widths.candidates[label].state_dict())
-        child.space = space
-        child.is_child = True
-        child._active = arch
-        child.train(self.training)
-        return child
