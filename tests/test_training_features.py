@@ -225,3 +225,21 @@ def test_a_val_batch_read_inside_the_training_pass_leaves_its_batches_alone():
     assert all(torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) for a, b in zip(got, want))
     assert all(torch.equal(v[0], want_val[0]) for v in vals)
     assert not pooled._reading  # the passes let go of the loader: the next epoch uses the workers again
+
+
+def test_more_workers_than_cpus_are_capped_with_a_warning(monkeypatch, capsys):
+    """A paper recipe's 8 DataLoader workers on a 2-core box: capped at the CPUs the process may use
+    (per local rank under torchrun), said once in nascore's words; a count that fits is kept."""
+    import os
+
+    from nascore.testing import make_context, tiny_config
+
+    monkeypatch.setattr(os, "sched_getaffinity", lambda pid: {0, 1, 2, 3}, raising=False)
+    ctx = make_context(tiny_config(data={"batch_size": 8, "num_workers": 16}))
+    assert ctx.data.num_workers == 4
+    assert "data.num_workers 16 > the 4 CPU(s)" in capsys.readouterr().err
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    assert make_context(tiny_config(data={"batch_size": 8, "num_workers": 16})).data.num_workers == 2
+    assert "data.num_workers 16 > the 2 CPU(s)" in capsys.readouterr().err
+    ctx = make_context(tiny_config(data={"batch_size": 8, "num_workers": 2}))
+    assert ctx.data.num_workers == 2 and "num_workers" not in capsys.readouterr().err

@@ -167,10 +167,30 @@ class RunContext:
         self.data = DataBundle(
             spec, splits, seed=self.cfg.seed, batch_size=bs // self.dist.world_size,
             eval_batch_size=eval_bs, rank=self.dist.rank, world_size=self.dist.world_size,
-            num_workers=dc.num_workers, pin_memory=dc.pin_memory, persistent_workers=dc.persistent_workers,
+            num_workers=self._workers(dc.num_workers), pin_memory=dc.pin_memory, persistent_workers=dc.persistent_workers,
         )
         if dc.random_labels:
             self.data = self.data.with_random_labels(self.cfg.seed + 104729)
+
+    def _workers(self, asked: int) -> int:
+        """``data.num_workers``, capped at this process's share of the CPUs it may run on.
+
+        A paper recipe's 8 workers on a 2-core laptop only oversubscribe it (torch warns, in its
+        words); the batches do not depend on the worker count, so capping changes no result.
+        """
+        import os
+
+        try:
+            cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not on Linux
+            cpus = os.cpu_count() or 1
+        share = max(1, cpus // max(1, int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)))
+        if asked <= share:
+            return asked
+        if self.dist.is_main:
+            print(f"nascore: warning: data.num_workers {asked} > the {share} CPU(s) this process may use; "
+                  f"using {share} (set data.num_workers to silence this)", file=sys.stderr)
+        return share
 
     @property
     def supernet(self) -> Supernet:
