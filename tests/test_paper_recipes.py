@@ -8,9 +8,9 @@ block + channel (0.2..1.6x) ShuffleNetV2 at 224x224. To keep CI time small the s
 its own stages unchanged (board, meta network, EMA, RandAugment, TorchScript export, retrain), and so
 does ``nse-imagenet`` (every round, until the 13-op pool is exhausted; TorchScript export, retrain).
 Under ``--smoke`` evaluation batches are capped at the training batch (checked below).
-``dna-imagenet`` is only validated here (its smoke, with the random B7 teacher and evolution instead
-of the exhaustive ranking, took 15.7 s on 2 loaded cores: see docs/paper-scale.md), but its space's mixed cell widths
-are checked against the teacher's block shapes and fvcore.
+``dna-imagenet`` runs its own stages with a random B7 teacher at batch 1: the exhaustive ranking of all
+5,226 cell candidates (by the prefix walk, see docs/paper-scale.md) and the dna selector; its space's mixed
+cell widths are checked against the teacher's block shapes and fvcore.
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ PAPER = {
     "cream-imagenet": ("nascore_cream.plugin", "imagefolder", 224),
     "rlnas-imagenet": ("nascore_rlnas.plugin", "imagefolder", 224),
     "abs-imagenet": ("nascore_abs.plugin", "imagefolder", 224),
-    "dna-imagenet": ("nascore_dna.plugin", "imagefolder", 224),  # validated only: its smoke takes ~16 s
+    "dna-imagenet": ("nascore_dna.plugin", "imagefolder", 224),
     "nse-imagenet": ("nascore_nse.plugin", "imagefolder", 224),
 }
 
@@ -199,6 +199,55 @@ def test_dna_imagenet_student_matches_the_teachers_blocks():
     rng = random.Random(0)
     rows = check_table(space, [space.sample(rng)])
     assert all(r["ok"] for r in rows), rows
+
+
+def test_dna_imagenet_smoke_at_224(tmp_path):
+    """The recipe's own stages at 224 with a random B7 teacher (teacher_weights: null): block_distill
+    scores every candidate of every cell (36 + 4 x 1,296 + 6 = 5,226), the dna selector's winner is the
+    best combination of the logged per-cell losses under 600M MACs (found here independently, by merging
+    the cells' Pareto fronts of MACs and loss), and its MACs are fvcore's on the exported child."""
+    import itertools
+    import json
+
+    from nascore_dna.blocks import student_blocks
+
+    # batch 1 (so evaluation batches of 1 too): the ranking's cost is one layer pass per candidate and batch,
+    # 5,226 leaves at 224; batch 2 took 64 s on the loaded box, batch 1 41 s
+    ctx = _smoke("dna-imagenet", tmp_path, ["stages.0.trainer.options.teacher_weights=null", "data.batch_size=1"])
+    assert ctx.data.eval_batch_size == 1
+    assert ctx.data.input_shape == (3, 224, 224)
+    events = [json.loads(line) for line in (tmp_path / "dna-imagenet" / "metrics.jsonl").read_text().splitlines()]
+    rows = [e for e in events if e.get("kind") == "dna_block"]
+    cells = student_blocks(ctx.supernet).decisions
+    ops = ctx.space.decisions[0].options
+    table = []
+    for b, ds in enumerate(cells):
+        mine = {tuple(r["ops"]): (r["loss"], r["macs"]) for r in rows if r["block"] == b}
+        assert sorted(mine) == sorted(itertools.product(ops, repeat=len(ds)))  # every candidate, once
+        table.append(mine)
+    assert [len(t) for t in table] == [36, 1296, 1296, 1296, 1296, 6]
+    limit = 600e6
+
+    def pareto(items):
+        out = []
+        for m, v, keys in sorted(items):
+            if not out or v < out[-1][1]:
+                out.append((m, v, keys))
+        return out
+
+    front = [(ctx.cost.fixed_macs, 0.0, ())]  # (MACs, summed loss, per-cell keys): the feasible Pareto front
+    for cell in table:
+        own = pareto((cm, cl, k) for k, (cl, cm) in cell.items())
+        front = pareto((m + cm, v + cl, keys + (k,)) for m, v, keys in front for cm, cl, k in own if m + cm <= limit)
+    macs, loss, keys = min(front, key=lambda t: t[1])
+    best = ctx.candidates[0]
+    assert best.origin == "dna" and best.metrics["block_loss"] == pytest.approx(loss, rel=1e-12)
+    assert [tuple(best.arch.ops[d] for d in ds) for ds in cells] == list(keys)
+    assert best.macs == macs <= limit
+    from nascore.cost import fvcore_macs
+
+    assert fvcore_macs(ctx.supernet.child(best.arch), (3, 224, 224)) == best.macs
+    assert (tmp_path / "dna-imagenet" / "export" / "0" / "model.ts").is_file()
 
 
 
