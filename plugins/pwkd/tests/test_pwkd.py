@@ -118,6 +118,9 @@ def test_pwkd_slimmable_options_are_checked() -> None:
     bad = tiny_config(space={"name": "slimmable_chain", "options": {"widths": [0.5, 0.25]}}, dataset=SYN)
     with pytest.raises(ConfigError, match="strictly increasing"):
         make_context(bad, plugins=[pwkd_plugin])
+    same = tiny_config(space={"name": "slimmable_chain", "options": {"widths": [0.25, 0.3], "width": 4}}, dataset=SYN)
+    with pytest.raises(ConfigError, match="which repeat"):  # two labels of one channel count
+        make_context(same, plugins=[pwkd_plugin])
     bad = tiny_config(space=SLIM, dataset=SYN, stages=[
         {"kind": "train", "trainer": {"name": "slimmable", "options": {"null_inactive_grads": True}}}])
     with pytest.raises(ConfigError, match="null_inactive_grads"):

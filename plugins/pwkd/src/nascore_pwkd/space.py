@@ -30,7 +30,7 @@ from collections.abc import Sequence
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from torch import nn
 
 from nascore.arch import Architecture
@@ -56,6 +56,14 @@ class SlimmableChainConfig(BaseModel):
         if any(b <= a for a, b in zip(v, v[1:])):
             raise ValueError("width multipliers must be strictly increasing (partial to whole)")
         return v
+
+    @model_validator(mode="after")
+    def _distinct_channels(self) -> "SlimmableChainConfig":
+        counts = [channels(w, self.width) for w in self.widths]
+        if len(set(counts)) != len(counts):
+            raise ValueError(f"widths {list(self.widths)} of width {self.width} round to the channel counts {counts}, "
+                             "which repeat: raise `width` or drop a width")
+        return self
 
 
 def width_label(w: float) -> str:
