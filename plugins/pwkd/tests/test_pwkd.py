@@ -280,3 +280,20 @@ def test_pwkd_fresh_child_starts_as_a_narrow_network_built_from_scratch() -> Non
     assert not torch.equal(fresh.stem.weight, net.stem.weight[:4])
     assert all(torch.equal(p, torch.ones_like(p)) for n, p in fresh.named_parameters()
                if n.startswith("norms.") and n.endswith("weight"))  # BNs reset
+
+
+@pytest.mark.parametrize("layers,widths", [(1, (0.5, 1.0)), (3, (0.25, 0.75))])
+def test_pwkd_other_depths_and_widths_stay_exact(layers, widths) -> None:
+    """An odd depth (the downsampling before the first layer, or after one of three) and a largest width
+    below 1.0: every width's child equals its path and the core's table equals fvcore."""
+    from nascore_pwkd.space import SlimmableChainSpace
+
+    space = SlimmableChainSpace(widths=widths, width=8, layers=layers, input_shape=(1, 12, 12))
+    torch.manual_seed(0)
+    net = space.build_supernet().eval()
+    x = torch.randn(2, 1, 12, 12)
+    for a in space.enumerate():
+        net.set_active(a)
+        torch.testing.assert_close(net.child(a).eval()(x), net(x), rtol=0, atol=1e-6)
+    rows = check_table(space, list(space.enumerate()))
+    assert all(r["ok"] for r in rows) and len({r["fvcore_macs"] for r in rows}) == len(widths), rows
