@@ -36,6 +36,7 @@ PAPER = {
     "abs-imagenet": ("nascore_abs.plugin", "imagefolder", 224),
     "dna-imagenet": ("nascore_dna.plugin", "imagefolder", 224),
     "nse-imagenet": ("nascore_nse.plugin", "imagefolder", 224),
+    "neas-imagenet": ("nascore_neas.plugin", "imagefolder", 224),
 }
 
 
@@ -307,3 +308,27 @@ def test_smoke_caps_the_eval_batch_at_the_train_batch():
                                   "data.batch_size=4", "data.num_workers=0"])
     assert make_context(data, registry=reg, smoke=True).data.eval_batch_size == 4
     assert make_context(data, registry=reg, smoke=False).data.eval_batch_size == 200
+
+
+def test_neas_imagenet_smoke_at_224(tmp_path):
+    """The whole recipe at 224 (no option of it overridden): K=2 ensembles over NEAS's released-model
+    space; every shrink round removes (layer, op) pairs from every member alike, the evolution's
+    winner is an ensemble under 472M whose exported standalone module has fvcore's MACs."""
+    import json
+
+    ctx = _smoke("neas-imagenet", tmp_path, [])
+    assert ctx.data.input_shape == (3, 224, 224) and ctx.space.name == "neas_ensemble"
+    base = ctx.space.base
+    assert [d.name for d in base.decisions][:1] and len(base.decisions) == 20
+    assert sum("skip" in d.options for d in base.decisions) == 15  # never the first layer of a stage
+    events = [json.loads(line) for line in (tmp_path / "neas-imagenet" / "metrics.jsonl").read_text().splitlines()]
+    shrinks = [e for e in events if e.get("event") == "diversity_shrink"]
+    assert len(shrinks) == 3
+    sizes = [e["size"] for e in events if e.get("event") == "space"]
+    assert len(sizes) >= 3 and all(b < a for a, b in zip(sizes, sizes[1:]))
+    best = ctx.candidates[0]
+    assert best.macs <= 472e6
+    from nascore.cost import fvcore_macs
+
+    assert fvcore_macs(ctx.supernet.child(best.arch), (3, 224, 224)) == best.macs
+    assert (tmp_path / "neas-imagenet" / "export" / "0" / "model.ts").is_file()
