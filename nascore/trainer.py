@@ -23,7 +23,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from nascore.arch import Architecture
 from nascore.errors import TrainingDiverged
-from nascore.training import TrainingFeatures
+from nascore.training import TrainingFeatures, load_optimizer_state
 
 if TYPE_CHECKING:
     from nascore.roles import Context
@@ -228,7 +228,7 @@ class SupernetTrainer:
     def load_state(self, ctx: "Context", state: dict[str, Any]) -> None:
         ctx.supernet.load_state_dict(state["supernet"])
         if self.optimizer is not None and state.get("optimizer"):
-            self.optimizer.load_state_dict(state["optimizer"])
+            load_optimizer_state(self.optimizer, state["optimizer"], f"stage {ctx.stage_key} checkpoint")
         self.rng = rng_from_json(state["rng"])
         torch.set_rng_state(state["torch_rng"])
         self.step = int(state["step"])

@@ -147,3 +147,29 @@ class TrainingFeatures:
             self.scaler.load_state_dict(state["scaler"])
         if self.ema is not None and state.get("ema"):
             self.ema.load_state_dict(state["ema"])
+
+
+def load_optimizer_state(opt: torch.optim.Optimizer, saved: dict[str, Any], where: str) -> None:
+    """``opt.load_state_dict(saved)``, refusing a state that does not fit ``opt``'s parameters.
+
+    torch matches optimizer state to parameters by position and checks only the group sizes, so a
+    checkpoint written by another version of a space (parameters reordered or resized) would load
+    momentum buffers onto the wrong tensors: silently wrong when the shapes happen to agree, a
+    traceback inside ``step()`` when they do not. Every per-parameter tensor must have its
+    parameter's shape, and a mismatch is a :class:`~nascore.errors.CheckpointError` naming ``where``.
+    """
+    from nascore.errors import CheckpointError
+
+    hint = ("the checkpoint was written by another version of nascore, a plugin or the space's options; "
+            "resume with the version that wrote it, or start the run again (--overwrite)")
+    try:
+        opt.load_state_dict(saved)
+    except (ValueError, KeyError, RuntimeError) as e:
+        raise CheckpointError(f"{where}: optimizer state does not fit this model: {e}", hint=hint) from None
+    params = [p for g in opt.param_groups for p in g["params"]]
+    for i, p in enumerate(params):
+        for name, value in opt.state.get(p, {}).items():
+            if isinstance(value, torch.Tensor) and value.dim() > 0 and value.shape != p.shape:
+                raise CheckpointError(
+                    f"{where}: optimizer state {name!r} of parameter {i} has shape {tuple(value.shape)}, "
+                    f"the parameter {tuple(p.shape)}", hint=hint)

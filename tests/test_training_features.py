@@ -243,3 +243,30 @@ def test_more_workers_than_cpus_are_capped_with_a_warning(monkeypatch, capsys):
     assert "data.num_workers 16 > the 2 CPU(s)" in capsys.readouterr().err
     ctx = make_context(tiny_config(data={"batch_size": 8, "num_workers": 2}))
     assert ctx.data.num_workers == 2 and "num_workers" not in capsys.readouterr().err
+
+
+def test_an_optimizer_state_that_does_not_fit_the_model_is_a_checkpoint_error():
+    """torch loads optimizer state by position: momentum saved for a reordered/resized model would
+    land on the wrong tensors. A shape mismatch is refused naming the checkpoint; a fitting one loads."""
+    from nascore.errors import CheckpointError
+    from nascore.training import load_optimizer_state
+
+    def stepped(model: nn.Module) -> torch.optim.Optimizer:
+        opt = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        model(torch.randn(2, 4)).sum().backward()
+        opt.step()
+        return opt
+
+    old = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    saved = stepped(old).state_dict()
+    fresh = nn.Sequential(nn.Linear(4, 3), nn.Linear(3, 2))
+    opt = torch.optim.SGD(fresh.parameters(), lr=0.1, momentum=0.9)
+    load_optimizer_state(opt, saved, "ok.pt")
+    assert torch.equal(opt.state[fresh[0].weight]["momentum_buffer"], saved["state"][0]["momentum_buffer"])
+    # the same number of parameters in another order: torch itself would accept it
+    swapped = nn.Sequential(nn.Linear(4, 3, bias=False), nn.Linear(3, 2))
+    swapped.register_parameter("extra", nn.Parameter(torch.zeros(3)))
+    with pytest.raises(CheckpointError, match=r"old\.pt: optimizer state 'momentum_buffer' of parameter 0 has shape \(3, 4\)"):
+        load_optimizer_state(torch.optim.SGD(swapped.parameters(), lr=0.1, momentum=0.9), saved, "old.pt")
+    with pytest.raises(CheckpointError, match="old.pt: optimizer state does not fit"):
+        load_optimizer_state(torch.optim.SGD(nn.Linear(4, 3).parameters(), lr=0.1), saved, "old.pt")

@@ -18,6 +18,7 @@ from nascore.io import save_torch
 from nascore.pipeline.stages import option_path
 from nascore.roles import Context
 from nascore.trainer import diverged, distiller_lr_factor, lr_factor, stage_field, weights_finite
+from nascore.training import load_optimizer_state
 
 
 def retrain_candidates(ctx: Context, stage: RetrainStage, key: str) -> None:
@@ -53,7 +54,7 @@ def retrain_one(ctx: Context, stage: RetrainStage, index: int) -> dict[str, floa
     saved = ckpt.load_latest()
     if saved is not None:
         child.load_state_dict(saved["model"])
-        opt.load_state_dict(saved["optimizer"])
+        load_optimizer_state(opt, saved["optimizer"], f"stage {ctx.stage_key} retrain checkpoint")
         torch.set_rng_state(saved["torch_rng"])
         start_epoch = int(saved["epoch"])
     distiller = None
