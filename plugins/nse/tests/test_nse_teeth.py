@@ -115,6 +115,21 @@ def _hand_alpha_grad(ctx: Any, tr: Any, gates: list[set[str]], x: torch.Tensor, 
     return out
 
 
+def _alpha_step_grad(ctx: Any, tr: Any) -> tuple[torch.Tensor, Any]:
+    """(the α gradient the trainer's one α step applied, what ``alpha_step`` returned)."""
+    seen = []
+    real = tr.alpha_opt.step
+
+    def capture(*a: Any, **k: Any) -> Any:
+        seen.append(tr.alpha.grad.detach().clone())
+        return real(*a, **k)
+
+    tr.alpha_opt.step = capture
+    out = tr.alpha_step(ctx)
+    (got,) = seen
+    return got, out
+
+
 def test_nse_gate_alpha_gradient_is_straight_through_on_val_plus_normalised_mac_penalty() -> None:
     ctx = _ctx()
     tr = REG.get("trainer", "nse").build({"epochs": 1, "mac_weight": 2.0, "alpha_estimator": "gate"}, ctx)
@@ -130,16 +145,7 @@ def test_nse_gate_alpha_gradient_is_straight_through_on_val_plus_normalised_mac_
     xt, yt = next(iter(ctx.data.batches("train", epoch=0, start=0, limit=1)))
     want = _hand_alpha_grad(ctx, tr, gates, x, y)
     other = _hand_alpha_grad(ctx, tr, gates, xt, yt)
-    seen = []
-    real = tr.alpha_opt.step
-
-    def capture(*a: Any, **k: Any) -> Any:
-        seen.append(tr.alpha.grad.detach().clone())
-        return real(*a, **k)
-
-    tr.alpha_opt.step = capture
-    tr.alpha_step(ctx)
-    (got,) = seen
+    got, _ = _alpha_step_grad(ctx, tr)
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-8), (got, want)
     assert not torch.allclose(other, want, rtol=1e-2, atol=1e-8), "the splits must differ for this test to bite"
     inactive = [(j, tr.index[o]) for j in range(len(space.decisions)) for o in ctx.base_space.pool
@@ -237,16 +243,7 @@ def test_nse_pair_alpha_gradient_is_the_official_two_subset_estimator_on_val() -
     xt, yt = next(iter(ctx.data.batches("train", epoch=0, start=0, limit=1)))
     want, macs = _hand_pair_grad(ctx, tr, pairs, x, y)
     other, _ = _hand_pair_grad(ctx, tr, pairs, xt, yt)
-    seen = []
-    real = tr.alpha_opt.step
-
-    def capture(*a: Any, **k: Any) -> Any:
-        seen.append(tr.alpha.grad.detach().clone())
-        return real(*a, **k)
-
-    tr.alpha_opt.step = capture
-    out = tr.alpha_step(ctx)
-    (got,) = seen
+    got, out = _alpha_step_grad(ctx, tr)
     assert torch.allclose(got, want, rtol=1e-4, atol=1e-7), (got, want)
     assert not torch.allclose(other, want, rtol=1e-2, atol=1e-9), "the splits must differ for this test to bite"
     # the per-op gate estimator gives another gradient on the same batch: the test tells them apart
