@@ -190,17 +190,13 @@ def _finish(ctx: Any, run_pipeline: Any, summary_table: Any, t0: float, args: ar
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from nascore.pipeline.export import export_one
+    from nascore.pipeline.export import export_one, stage_defaults
     from nascore import api
 
     ctx = api.resume_context(Path(args.run_dir), export_only=True)
-    try:
-        formats, bake = _export_defaults(ctx)  # what the run's own export stage writes
-        if args.format:
-            formats = ["json", *args.format]
-        if args.bake_normalization is not None:
-            bake = args.bake_normalization
-        folder = export_one(ctx, args.arch, formats, bake_normalization=bake)
+    try:  # unless told otherwise, what the run's own export stage writes
+        formats = ["json", *args.format] if args.format else stage_defaults(ctx)[0]
+        folder = export_one(ctx, args.arch, formats, bake_normalization=args.bake_normalization)
     finally:
         ctx.close()  # the folder is free again for a resume
     meta = json.loads((folder / "arch.json").read_text())
@@ -213,13 +209,6 @@ def cmd_export(args: argparse.Namespace) -> int:
                else f"feed (pad(raw) / {pre['scale']:g} - mean {pre['mean']}) / std {pre['std']}")
         print(f"  input {'x'.join(map(str, meta['input_shape']))}: {pre['raw']}; {how} (arch.json: preprocessing)")
     return 0
-
-
-def _export_defaults(ctx: Any) -> tuple[list[str], bool]:
-    """Formats and baking of the run's (first) export stage (see nascore.pipeline.export.stage_defaults)."""
-    from nascore.pipeline.export import stage_defaults
-
-    return stage_defaults(ctx)
 
 
 # -- inspection ----------------------------------------------------------------------------------

@@ -364,8 +364,7 @@ class CostTable:
                       params_terms={k: tuple(v) for k, v in params_terms.items()}, width_channels=width_channels)
         fixed_macs = fvcore_macs(child, input_shape) - partial.macs(ref)
         fixed_params = count_params(child) - partial.params(ref)
-        return cls(input_shape, fixed_macs, fixed_params, tuple(macs_t), tuple(params_t),
-                   macs_terms=partial.macs_terms, params_terms=partial.params_terms, width_channels=width_channels)
+        return attrs.evolve(partial, fixed_macs=fixed_macs, fixed_params=fixed_params)
 
 
 def check_table(space: Any, archs: Iterable[Architecture], input_shape: Sequence[int] | None = None) -> list[dict]:

@@ -298,12 +298,8 @@ class DataBundle:
             x, y = tensors[0][t], tensors[1][t]
         else:
             ds = self.spec.test if test else self.spec.train
-            items = [ds[i] for i in idx]  # type: ignore[index]
-            x = torch.stack([it[0] for it in items])
-            y = torch.as_tensor([int(it[1]) for it in items])
-        if split in ("train", "val") and self.train_labels is not None:  # archval keeps true labels
-            y = self.train_labels[torch.as_tensor(idx)]
-        return x, y.long()
+            x, y = _collate([ds[i] for i in idx])  # type: ignore[index]
+        return self._relabel(split, idx, x, y)
 
     def describe(self) -> dict[str, Any]:
         return {

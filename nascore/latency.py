@@ -518,17 +518,6 @@ def _with_option(space: Any, rng: random.Random, i: int, option: str, tries: int
     return []
 
 
-def measure_model(model: nn.Module, input_shape: Sequence[int], *, backend: str = "torchscript", batch: int = 1,
-                  threads: int = 1, device: str = "cpu", timer: Timer | None = None, warmup: int = 10,
-                  repeats: int = 30) -> dict[str, float]:
-    """Median/spread latency of a whole model (what the export stage and ``lut check`` record)."""
-    torch.set_num_threads(threads)
-    timer = timer or WallTimer(warmup=warmup, repeats=repeats, cuda=device.startswith("cuda"))
-    model = model.eval().to(device)
-    x = torch.randn(batch, *input_shape, generator=torch.Generator().manual_seed(0)).to(device)
-    return summarize(timer(compile_for(model, x, backend, threads), model, x))
-
-
 def measure_exported(model: nn.Module, folder: str | Path, meta: dict[str, Any], input_shape: Sequence[int],
                      timer: Timer | None = None) -> dict[str, Any]:
     """Latency of an exported model, timed as the table ``meta`` was (backend, batch, threads):

@@ -78,15 +78,17 @@ def distiller_lr_factor(distiller: Any, step: int, total: int) -> float | None:
     return hook(step, total) if hook is not None else None
 
 
-def stage_field(stage_key: str, field: str) -> str:
+def stage_field(stage_key: str, field: str, *, brackets: bool = False) -> str:
     """The config path of ``field`` of the stage with ``stage_key`` (``"3.1.0"``: loop 3, round 1,
-    inner stage 0 → ``stages.3.stages.0.<field>``), as ``--set`` takes it."""
+    inner stage 0 → ``stages.3.stages.0.<field>``), as ``--set`` takes it; ``brackets``:
+    ``stages[3].stages[0].<field>``, the options keys of :func:`nascore.config.iter_refs`."""
     parts = stage_key.split(".")
-    path = f"stages.{parts[0]}"
+    index = (lambda i: f"[{i}]") if brackets else (lambda i: f".{i}")
+    path = f"stages{index(parts[0])}"
     rest = parts[1:]
     while len(rest) >= 2:
         _round, idx, *rest = rest
-        path += f".stages.{idx}"
+        path += f".stages{index(idx)}"
     return f"{path}.{field}"
 
 

@@ -43,7 +43,7 @@ import torch
 from pydantic import Field, model_validator
 
 from nascore.arch import Architecture, option_members
-from nascore.errors import ConfigError, TrainingDiverged
+from nascore.errors import ConfigError
 from nascore.trainer import SupernetTrainer, TrainerConfig
 
 if TYPE_CHECKING:
@@ -294,11 +294,7 @@ class SposTrainer(SupernetTrainer):
                     opt.zero_grad(set_to_none=True)
                     self.step += 1
                     return {"skipped": 1.0}
-                raise TrainingDiverged(
-                    f"the training loss became {float(loss)} at step {self.step} (epoch {self.epoch}) on path "
-                    f"{ctx.space.format(arch)}",
-                    hint="lower the learning rate or set on_nan: skip in the trainer options; the last good "
-                    f"checkpoint is kept in {ctx.checkpoints.directory}")
+                raise self.diverged(ctx, f"the training loss became {float(loss)}", arch)
             loss.backward()
             losses.append(float(loss.detach()))
             with torch.no_grad():

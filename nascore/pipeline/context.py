@@ -18,7 +18,7 @@ from nascore.arch import Architecture, Candidate
 from nascore.config import Ref, RunConfig
 from nascore.cost import CostTable, ResourceConstraint
 from nascore.data import DataBundle, split_indices
-from nascore.errors import CheckpointError, NascoreError, PluginError
+from nascore.errors import NascoreError, PluginError
 from nascore.io import load_torch
 from nascore.pipeline import runfolder, tensorboard
 from nascore.pipeline.distributed import DistInfo, allreduce_grads, check_same_path, pick_device
@@ -206,12 +206,7 @@ class RunContext:
             self._init_initial_weights(net)
             if self._pending_weights is not None:
                 saved = load_torch(self._pending_weights, map_location=self.device)
-                try:
-                    net.load_state_dict(runfolder.weights_of(saved, self._pending_weights))
-                except RuntimeError as e:  # a checkpoint of another supernet
-                    raise CheckpointError(f"{self._pending_weights}: does not fit this run's supernet "
-                                          f"({str(e).splitlines()[0][:200]})",
-                                          hint="the file belongs to another run or is damaged") from None
+                runfolder.load_state_into(net, saved, self._pending_weights, what="supernet")
                 self._pending_weights = None
             self._supernet = net
         return self._supernet

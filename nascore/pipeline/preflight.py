@@ -15,8 +15,9 @@ from typing import Any
 
 import torch
 
-from nascore.config import LoopStage, SearchStage
+from nascore.config import SearchStage
 from nascore.errors import ConfigError, ConstraintError, NascoreError
+from nascore.pipeline.stages import iter_stages
 from nascore.roles import Context
 
 
@@ -25,7 +26,7 @@ def _shape(shape: Any) -> str:
 
 
 def _has_search(stages: list[Any]) -> bool:
-    return any(isinstance(st, SearchStage) or (isinstance(st, LoopStage) and _has_search(st.stages)) for st in stages)
+    return any(isinstance(st, SearchStage) for _, st, _ in iter_stages(stages))
 
 
 def preflight(ctx: Context) -> None:

@@ -15,6 +15,7 @@ import torch.nn.functional as F
 from nascore.config import RetrainStage
 from nascore.evaluate import accuracy
 from nascore.io import save_torch
+from nascore.pipeline.runfolder import load_state_into
 from nascore.pipeline.stages import option_path
 from nascore.roles import Context
 from nascore.trainer import diverged, distiller_lr_factor, lr_factor, stage_field, weights_finite
@@ -53,8 +54,9 @@ def retrain_one(ctx: Context, stage: RetrainStage, index: int) -> dict[str, floa
     start_epoch = 0
     saved = ckpt.load_latest()
     if saved is not None:
-        child.load_state_dict(saved["model"])
-        load_optimizer_state(opt, saved["optimizer"], f"stage {ctx.stage_key} retrain checkpoint")
+        where = f"stage {ctx.stage_key} retrain checkpoint"
+        load_state_into(child, saved, where, key="model", what="retrained model")
+        load_optimizer_state(opt, saved["optimizer"], where)
         torch.set_rng_state(saved["torch_rng"])
         start_epoch = int(saved["epoch"])
     distiller = None

@@ -343,16 +343,17 @@ def load_w0(run_dir: Path | None) -> dict[str, torch.Tensor] | None:
     return None
 
 
-def load_state_into(module: torch.nn.Module, saved: Any, path: Path, key: str = "supernet") -> None:
-    """Load ``saved[key]`` into ``module``; a checkpoint of another shape is a CheckpointError naming the file."""
+def load_state_into(module: torch.nn.Module, saved: Any, path: Path | str, key: str = "supernet", what: str = "model") -> None:
+    """Load ``saved[key]`` into ``module``; a checkpoint of another shape is a CheckpointError naming
+    ``path`` (the file, or what the checkpoint is)."""
     try:
         module.load_state_dict(weights_of(saved, path, key))
     except RuntimeError as e:
-        raise CheckpointError(f"{path}: does not fit this run's model ({str(e).splitlines()[0][:200]})",
+        raise CheckpointError(f"{path}: does not fit this run's {what} ({str(e).splitlines()[0][:200]})",
                               hint="the file belongs to another run or is damaged") from None
 
 
-def weights_of(saved: Any, path: Path, key: str = "supernet") -> dict[str, torch.Tensor]:
+def weights_of(saved: Any, path: Path | str, key: str = "supernet") -> dict[str, torch.Tensor]:
     """``saved[key]`` of a checkpoint, checked to be a state dict (a CheckpointError naming the file)."""
     weights = saved.get(key) if isinstance(saved, dict) else None
     if not isinstance(weights, dict) or not all(isinstance(v, torch.Tensor) for v in weights.values()):

@@ -15,6 +15,7 @@ from typing import Any
 from nascore.config import LoopStage, RunConfig, SearchStage, TrainStage
 from nascore.errors import PluginError
 from nascore.roles import Context, Evaluator, SearchResult, Selector
+from nascore.trainer import stage_field
 
 
 def iter_stages(stages: list[Any], prefix: str = "") -> Iterator[tuple[str, Any, str | None]]:
@@ -40,13 +41,7 @@ def stage_name(st: Any) -> str:
 
 def option_path(cfg: RunConfig, key: str, field: str) -> str:
     """The options key (as produced by iter_refs) of ``field`` of the stage with ``key``."""
-    parts = key.split(".")
-    path = f"stages[{parts[0]}]"
-    rest = parts[1:]
-    while rest:
-        _round, idx, *rest = rest
-        path += f".stages[{idx}]"
-    return f"{path}.{field}"
+    return stage_field(key, field, brackets=True)
 
 
 def run_train(ctx: Context, stage: TrainStage, key: str) -> None:

@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any, Literal
 
 import attrs
@@ -76,7 +76,6 @@ class Step:
 
     units: list[nn.Module]
     decisions: tuple[int, ...]
-    bns: list[BatchNorm] = attrs.field(factory=list)
     choice_layers: list[ChoiceLayer] = attrs.field(factory=list)
     _active: dict[tuple, tuple[list[nn.Module], list[BatchNorm]]] = attrs.field(factory=dict)
 
@@ -144,7 +143,6 @@ def block_steps(net: nn.Module, blocks: Blocks, b: int, bn_mode: str = "recalibr
             if isinstance(m, BatchNorm):
                 if owner.setdefault(id(m), j) != j:
                     return None  # one BN in two steps: its statistics would mix prefixes
-                step.bns.append(m)
             if isinstance(m, ChoiceLayer):
                 step.choice_layers.append(m)
             if bn_mode != "stored" and isinstance(m, nn.modules.dropout._DropoutNd) and m.p > 0:
@@ -243,15 +241,19 @@ class BlockDistillEvaluator:
                         bn.momentum = mom
                 for m in mods:
                     m.train(self.cfg.bn_mode == "batch")
-                total, count = 0.0, 0
-                for feats in self._eval:
-                    out = blocks.run(b, feats[b])
-                    n = int(out.shape[0])
-                    total += float(block_loss(out, feats[b + 1], self.cfg.loss)) * n
-                    count += n
+                loss = self._mean_loss((blocks.run(b, feats[b]) for feats in self._eval), b)  # streamed
             finally:
                 for m, w in zip(mods, was):
                     m.train(w)
+        return loss
+
+    def _mean_loss(self, outs: Iterable[torch.Tensor], b: int) -> float:
+        """Block ``b``'s ranking loss over the eval batches' outputs, weighted by batch size."""
+        total, count = 0.0, 0
+        for y, feats in zip(outs, self._eval):
+            n = int(y.shape[0])
+            total += float(block_loss(y, feats[b + 1], self.cfg.loss)) * n
+            count += n
         return total / max(count, 1)
 
     def block_table(self, ctx: Any) -> list[dict[BlockKey, float]]:
@@ -297,7 +299,6 @@ class BlockDistillEvaluator:
         ops = list(ctx.space.first().ops)
         recal = self.cfg.bn_mode == "recalibrate" and bool(blocks.bn_layers(b))
         train_eval = self.cfg.bn_mode == "batch"
-        targets = [feats[b + 1] for feats in self._eval]
         budget = self.cfg.prefix_budget_mb * 2**20
         depth_bytes: dict[int, int] = {}
         held = 0
@@ -342,18 +343,10 @@ class BlockDistillEvaluator:
                 e.append(x)
             return (r if keep else []), e
 
-        def loss_of(e: list[torch.Tensor]) -> float:
-            total, count = 0.0, 0
-            for y, t in zip(e, targets):
-                n = int(y.shape[0])
-                total += float(block_loss(y, t, self.cfg.loss)) * n
-                count += n
-            return total / max(count, 1)
-
         def score(key: BlockKey, part: list[Step], r_in: list[torch.Tensor], e_in: list[torch.Tensor],
                   counter: str) -> None:
             activate(key)
-            out[key] = loss_of(run(part, r_in, e_in, keep=False)[1])
+            out[key] = self._mean_loss(run(part, r_in, e_in, keep=False)[1], b)
             self.evaluations += 1
             self.stats[counter] += 1
             bar.update(1)

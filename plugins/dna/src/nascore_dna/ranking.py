@@ -11,6 +11,8 @@ from __future__ import annotations
 from functools import lru_cache
 from typing import Any
 
+from nascore_dna.teacher import NON_MEMBER_TEACHERS
+
 DEFAULT_EPOCHS = 10
 DEFAULT_TEACHER_EPOCHS = 6
 DEFAULT_LR = 0.005
@@ -19,7 +21,7 @@ DEFAULT_LR = 0.005
 #: children of ``tiny_chain`` with the same block shapes that are *not* members (5×5 convs).
 TEACHERS: dict[str, tuple[dict[str, Any] | None, str | None]] = {
     "own": (None, None),
-    "chain5": ({"name": "tiny_chain"}, "conv5-conv5-conv5-conv5"),
+    "chain5": NON_MEMBER_TEACHERS["tiny_matched"],  # what `teacher_space: auto` picks there
     "chain5x8": ({"name": "tiny_chain", "options": {"layers": 8}}, "-".join(["conv5"] * 8)),
 }
 

@@ -156,13 +156,13 @@ class DNASelector:
         if covered != list(range(len(ctx.space.decisions))):
             raise NascoreError("the space's blocks do not cover every decision once; DNA cannot combine them")
         cost = ctx.cost
+        lat_t = getattr(cost, "latency_ms_table", None)  # set when the run has a latency table
         items: list[list[BlockItem]] = []
         for b, row in enumerate(table):
             its = []
             for key, loss in row.items():
                 macs = sum(cost.macs_table[d][o] for d, o in zip(blocks.decisions[b], key))
                 params = sum(cost.params_table[d][o] for d, o in zip(blocks.decisions[b], key))
-                lat_t = getattr(cost, "latency_ms_table", None)  # set when the run has a latency table
                 lat = sum(lat_t[d][o] for d, o in zip(blocks.decisions[b], key)) if lat_t else 0.0
                 its.append(BlockItem(loss, macs, params, key, lat))
             items.append(its)

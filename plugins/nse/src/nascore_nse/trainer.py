@@ -35,14 +35,13 @@ carries over between rounds is the sub-space and the Pareto architectures, not t
 
 from __future__ import annotations
 
-import itertools
 from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from nascore.arch import Architecture
+from nascore.arch import Architecture, option_members
 from nascore.trainer import SupernetTrainer, TrainerConfig
 from nascore_nse.pool import SKIP, NSEPoolSpace, require_pool, sample_gated
 
@@ -152,16 +151,15 @@ class NseTrainer(SupernetTrainer):
         terms = [probs[j, self.index[o]] if o in subset else 1 - probs[j, self.index[o]] for o in ops]
         return torch.stack(terms).prod()
 
-    def _valid_subsets(self, space: NSEPoolSpace, j: int) -> list[frozenset[str]]:
-        ops = space.layer_ops(j)
-        out = [frozenset()] if SKIP in space.allowed[j] else []
-        for n in range(1, space.cap(j) + 1):
-            out += [frozenset(c) for c in itertools.combinations(ops, n)]
-        return out
+    @staticmethod
+    def _valid_subsets(space: NSEPoolSpace, j: int) -> list[frozenset[str]]:
+        """The space's options of layer ``j`` as op sets (skip: the empty set), in its order."""
+        return [frozenset(option_members(o)) - {SKIP} for o in space.layer_options(j)]
 
     def _pairs(self, space: NSEPoolSpace, probs: torch.Tensor) -> list[tuple[frozenset[str], frozenset[str]] | frozenset[str]]:
         """Per layer a (selected, unselected) pair of distinct valid subsets drawn from the combination
         probability, or the only valid subset of a layer that has one."""
+        probs = probs.cpu()  # detached: the many small products and float() reads stay off the device
         out: list[Any] = []
         for j in range(len(space.decisions)):
             ops = space.layer_ops(j)
